@@ -1,0 +1,98 @@
+# txprocd build. `make run` and `make test` do all the set-up themselves,
+# including missing Debian packages (tools/deps.sh).
+#
+#   make            build everything into build/ (build-san/ with SAN=1)
+#   make run        seed a demo users.db if missing and serve 127.0.0.1:8000
+#   make test       unit tests (C) + integration tests (pytest, real binary)
+#   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
+
+CC      ?= cc
+SAN     ?= 0
+PYTHON  ?= /usr/bin/python3
+RUN_DB  ?= users.db
+RUN_ACCOUNTS ?= 10000
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+              -Wmissing-prototypes -Wpointer-arith -g -MMD -MP -Icommon -Iworker -Ifrontend
+ifeq ($(SAN),1)
+BUILD  ?= build-san
+CFLAGS  = $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+          -fno-sanitize-recover=undefined
+LDFLAGS = -fsanitize=address,undefined
+else
+BUILD  ?= build
+CFLAGS  = $(CFLAGS_BASE) -O2
+LDFLAGS =
+endif
+LIBS = -lsqlite3 -levent -lcjson -lpthread -lm
+
+COMMON_SRC   = $(wildcard common/*.c)
+MASTER_SRC   = $(wildcard master/*.c)
+FRONTEND_SRC = $(wildcard frontend/*.c)
+WORKER_SRC   = $(wildcard worker/*.c)
+TXCTL_SRC    = $(wildcard tools/txctl/*.c)
+UNIT_SRC     = $(wildcard tests/unit/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+# Frontend assets (the dashboard page) are compiled in as byte arrays.
+ASSETS     = $(wildcard frontend/assets/*)
+ASSET_SRC  = $(if $(ASSETS),$(BUILD)/gen/assets.c)
+ASSET_OBJ  = $(if $(ASSETS),$(BUILD)/obj/gen/assets.o)
+
+COMMON_OBJ   = $(call obj,$(COMMON_SRC))
+SERVER_OBJ   = $(call obj,$(MASTER_SRC) $(FRONTEND_SRC) $(WORKER_SRC)) $(ASSET_OBJ)
+# Everything but the mains, for linking into tools and tests.
+LIB_OBJ      = $(filter-out %/main.o,$(COMMON_OBJ) $(SERVER_OBJ))
+
+TXPROCD = $(BUILD)/txprocd
+TXCTL   = $(BUILD)/txctl
+UNIT    = $(BUILD)/unit_tests
+
+.PHONY: all run test unit integration deps clean bench
+all: $(TXPROCD) $(TXCTL) $(UNIT)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/assets.c: $(ASSETS) tools/embed_assets.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed_assets.sh $(ASSETS) > $@
+
+$(TXPROCD): $(COMMON_OBJ) $(SERVER_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(TXCTL): $(call obj,$(TXCTL_SRC)) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(UNIT): $(call obj,$(UNIT_SRC)) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+deps:
+	@sh tools/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@if [ ! -f "$(RUN_DB)" ]; then $(TXCTL) seed --db "$(RUN_DB)" --accounts $(RUN_ACCOUNTS); fi
+	exec $(TXPROCD) --db "$(RUN_DB)" --listen 127.0.0.1:8000
+
+unit: all
+	$(UNIT)
+
+integration: all
+	TXP_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory integration
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,206 @@
+/* Configuration parsing: defaults, then TXP_* environment variables, then
+ * command-line flags, each value range-checked with a message that names the
+ * setting, so a bad deployment fails at start with exit code 2. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "ring.h"
+#include "shm.h"
+
+#define TXP_VERSION "0.1.0"
+
+struct option_spec {
+    const char *flag;
+    const char *env;
+    const char *arg;
+    const char *help;
+};
+
+/* Order matches the getopt_long table below (val = index + 256). */
+static const struct option_spec specs[] = {
+    { "listen", "TXP_LISTEN", "HOST:PORT", "address to listen on (default 127.0.0.1:8000)" },
+    { "db", "TXP_DB_PATH", "PATH", "SQLite ledger file, created if missing (default ./users.db)" },
+    { "workers", "TXP_WORKERS", "N", "worker processes applying batches (default 2, max 32)" },
+    { "frontends", "TXP_FRONTENDS", "N", "HTTP frontend processes (default 2, max 32)" },
+    { "queue-size", "TXP_QUEUE_SIZE", "N", "queue capacity in entries (default 65536)" },
+    { "batch-max", "TXP_BATCH_MAX", "N", "most entries per SQLite transaction (default 256, max 4096)" },
+    { "sync", "TXP_SYNC", "normal|full", "SQLite synchronous mode (default normal)" },
+    { "shm-name", "TXP_SHM_NAME", "NAME", "shared-memory segment (default /txprocd-<port>)" },
+    { "drain-timeout", "TXP_DRAIN_TIMEOUT", "SECONDS", "how long SIGTERM waits for the queue to drain (default 10)" },
+    { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "per-connection read/write timeout (default 30)" },
+    { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
+    { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted (loses what it queued)" },
+    { "help", NULL, NULL, "show this help and exit" },
+    { "version", NULL, NULL, "show the version and exit" },
+};
+#define N_SPECS (sizeof specs / sizeof specs[0])
+
+void config_usage(void)
+{
+    printf("Usage: txprocd [OPTIONS]\n\n"
+           "Bank transaction processor: HTTP frontends queue transactions in shared memory,\n"
+           "workers apply them to a SQLite ledger in group commits.\n\nOptions (environment variable in brackets; flags win):\n");
+    for (size_t i = 0; i < N_SPECS; i++) {
+        char left[48];
+        snprintf(left, sizeof left, "--%s%s%s", specs[i].flag, specs[i].arg ? " " : "",
+                 specs[i].arg ? specs[i].arg : "");
+        printf("  %-28s %s", left, specs[i].help);
+        if (specs[i].env)
+            printf(" [%s]", specs[i].env);
+        printf("\n");
+    }
+    printf("\nSignals: SIGTERM/SIGINT drain and exit; the master restarts crashed children.\n");
+}
+
+static int parse_uint(const char *name, const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*s == '\0' || *s == '-' || *end != '\0' || errno != 0 || v < min || v > max) {
+        fprintf(stderr, "txprocd: --%s: '%s' is not a whole number from %u to %u\n", name, s, min, max);
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int parse_listen(struct config *cfg, const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof cfg->listen_host) {
+        fprintf(stderr, "txprocd: --listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:8000)\n", s);
+        return -1;
+    }
+    memcpy(cfg->listen_host, s, (size_t)(colon - s));
+    cfg->listen_host[colon - s] = '\0';
+    return parse_uint("listen (port)", colon + 1, 0, 65535, &cfg->port);
+}
+
+static int copy_string(const char *name, char *dst, size_t len, const char *s)
+{
+    if (*s == '\0' || strlen(s) >= len) {
+        fprintf(stderr, "txprocd: --%s: must be 1 to %zu characters\n", name, len - 1);
+        return -1;
+    }
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+static int apply_option(struct config *cfg, size_t idx, const char *v)
+{
+    const char *name = specs[idx].flag;
+    switch (idx) {
+    case 0: return parse_listen(cfg, v);
+    case 1: return copy_string(name, cfg->db_path, sizeof cfg->db_path, v);
+    case 2: return parse_uint(name, v, 1, 32, &cfg->workers);
+    case 3: return parse_uint(name, v, 1, 32, &cfg->frontends);
+    case 4: return parse_uint(name, v, 2, RING_MAX_CAPACITY, &cfg->queue_size);
+    case 5: return parse_uint(name, v, 1, RING_MAX_BATCH, &cfg->batch_max);
+    case 6:
+        if (strcmp(v, "normal") == 0 || strcmp(v, "full") == 0) {
+            cfg->sync = strcmp(v, "full") == 0 ? SYNC_FULL : SYNC_NORMAL;
+            return 0;
+        }
+        fprintf(stderr, "txprocd: --sync: '%s' is not one of normal, full\n", v);
+        return -1;
+    case 7:
+        if (v[0] != '/' || strchr(v + 1, '/') != NULL) {
+            fprintf(stderr, "txprocd: --shm-name: '%s' must start with '/' and contain no other '/'\n", v);
+            return -1;
+        }
+        return copy_string(name, cfg->shm_name, sizeof cfg->shm_name, v);
+    case 8: return parse_uint(name, v, 0, 3600, &cfg->drain_timeout_s);
+    case 9: return parse_uint(name, v, 1, 3600, &cfg->http_timeout_s);
+    case 10: {
+        enum log_level level;
+        if (log_parse_level(v, &level) != 0) {
+            fprintf(stderr, "txprocd: --log-level: '%s' is not one of debug, info, warn, error\n", v);
+            return -1;
+        }
+        cfg->log_level = (int)level;
+        return 0;
+    }
+    case 11: cfg->discard_shm = 1; return 0;
+    default: return -1;
+    }
+}
+
+static void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->listen_host, "127.0.0.1");
+    cfg->port = 8000;
+    strcpy(cfg->db_path, "users.db");
+    cfg->workers = 2;
+    cfg->frontends = 2;
+    cfg->queue_size = 65536;
+    cfg->batch_max = 256;
+    cfg->sync = SYNC_NORMAL;
+    cfg->drain_timeout_s = 10;
+    cfg->http_timeout_s = 30;
+    cfg->max_body = 4096;
+    cfg->max_headers = 8192;
+    cfg->log_level = LOG_LEVEL_INFO;
+}
+
+int config_parse(struct config *cfg, int argc, char **argv)
+{
+    config_defaults(cfg);
+    for (size_t i = 0; i < N_SPECS; i++) {
+        const char *v = specs[i].env ? getenv(specs[i].env) : NULL;
+        if (v != NULL && apply_option(cfg, i, v) != 0) {
+            fprintf(stderr, "txprocd: (from environment variable %s)\n", specs[i].env);
+            return -1;
+        }
+    }
+
+    struct option longopts[N_SPECS + 1];
+    for (size_t i = 0; i < N_SPECS; i++)
+        longopts[i] = (struct option){ specs[i].flag, specs[i].arg ? required_argument : no_argument,
+                                       NULL, (int)i + 256 };
+    longopts[N_SPECS] = (struct option){ NULL, 0, NULL, 0 };
+
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'h' || c == 256 + 12) {
+            config_usage();
+            return 1;
+        }
+        if (c == 256 + 13) {
+            printf("txprocd %s\n", TXP_VERSION);
+            return 1;
+        }
+        if (c < 256 || (size_t)(c - 256) >= N_SPECS) {
+            const char *bad = argv[optind - 1];
+            if (optopt != 0 && c == '?' && optopt >= 256)
+                fprintf(stderr, "txprocd: option '%s' needs a value (see --help)\n", bad);
+            else
+                fprintf(stderr, "txprocd: unknown option '%s' (see --help)\n", bad);
+            return -1;
+        }
+        if (apply_option(cfg, (size_t)(c - 256), optarg) != 0)
+            return -1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "txprocd: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    if (cfg->batch_max > cfg->queue_size) {
+        fprintf(stderr, "txprocd: --batch-max (%u) cannot exceed --queue-size (%u)\n", cfg->batch_max,
+                cfg->queue_size);
+        return -1;
+    }
+    if (cfg->shm_name[0] == '\0')
+        shm_default_name(cfg->shm_name, sizeof cfg->shm_name, cfg->port);
+    return 0;
+}

@@ -1,0 +1,41 @@
+/* Server configuration: defaults, TXP_* environment variables, then command
+ * line flags (flags win). Parsed once by the master; children inherit the
+ * struct across fork. */
+#ifndef TXP_CONFIG_H
+#define TXP_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit code of a child that must not be restarted (cannot open the DB...). */
+#define TXP_EXIT_FATAL 78
+/* Exit code for bad configuration / refused start. */
+#define TXP_EXIT_CONFIG 2
+
+enum sync_mode { SYNC_NORMAL = 0, SYNC_FULL = 1 };
+
+struct config {
+    char listen_host[64];
+    unsigned port;
+    char db_path[512];
+    char shm_name[64];
+    unsigned workers;
+    unsigned frontends;
+    unsigned queue_size;
+    unsigned batch_max;
+    enum sync_mode sync;
+    unsigned drain_timeout_s;
+    unsigned http_timeout_s;   /* read/write timeout per connection */
+    unsigned max_body;         /* bytes; larger bodies get 413 */
+    unsigned max_headers;      /* bytes of request headers */
+    int discard_shm;           /* drop an incompatible abandoned segment */
+    int log_level;             /* enum log_level */
+};
+
+/* Fills cfg from defaults, then environment, then argv. Returns 0 to run,
+ * 1 if --help/--version was printed (exit 0), or -1 after printing a clear
+ * message to stderr (exit TXP_EXIT_CONFIG). */
+int config_parse(struct config *cfg, int argc, char **argv);
+void config_usage(void);
+
+#endif

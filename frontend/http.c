@@ -1,0 +1,190 @@
+/* The frontend process: sets up the evhttp server on the listening socket
+ * inherited from the master, reports liveness in its row of the children
+ * table, and on SIGTERM drains (stop accepting, finish, close) before
+ * returning to the master's fork wrapper. Request handling is in routes.c. */
+#include "frontend.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "lookup.h"
+#include "routes.h"
+
+/* Above cfg->max_body so that bodies up to this size reach routes.c and get
+ * a JSON 413; beyond it evhttp refuses them itself without reading them. */
+#define HTTP_BODY_HARD_LIMIT (64 * 1024)
+#define HTTP_DRAIN_GRACE_S 1
+
+struct server {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *sigterm, *sigint, *heartbeat;
+    struct shm_child *me;
+    struct routes_ctx routes;
+};
+
+static void set_state(struct server *s, enum child_state state)
+{
+    __atomic_store_n(&s->me->state, (int32_t)state, __ATOMIC_RELEASE);
+}
+
+static void begin_drain(struct server *s, const char *why)
+{
+    if (s->routes.draining)
+        return;
+    log_info("draining (%s)", why);
+    s->routes.draining = 1;
+    set_state(s, CHILD_DRAINING);
+    /* Closes only this process's copy of the listening socket: the master
+     * and the other frontends keep theirs. */
+    if (s->bound) {
+        evhttp_del_accept_socket(s->http, s->bound);
+        s->bound = NULL;
+    }
+    struct timeval grace = { HTTP_DRAIN_GRACE_S, 0 };
+    if (event_base_loopexit(s->base, &grace) != 0) {
+        log_error("event_base_loopexit failed; stopping now");
+        event_base_loopbreak(s->base);
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short events, void *arg)
+{
+    (void)events;
+    begin_drain(arg, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_heartbeat(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    struct server *s = arg;
+    __atomic_store_n(&s->me->heartbeat_us, clock_mono_us(), __ATOMIC_RELAXED);
+}
+
+/* SIGINT stays ignored when the parent ignores it: under the master, Ctrl-C
+ * reaches the whole process group and only the master decides how to stop
+ * (it sends SIGTERM). */
+static int sigint_ignored(void)
+{
+    struct sigaction old;
+    return sigaction(SIGINT, NULL, &old) == 0 && old.sa_handler == SIG_IGN;
+}
+
+/* Signals arrive through the event loop. The mask is cleared in case the
+ * master forked with signals blocked; SIGPIPE is ignored so a client that
+ * goes away costs an EPIPE on write, not the process. */
+static int setup_signals(struct server *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGPIPE);
+    if (sigprocmask(SIG_UNBLOCK, &set, NULL) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        log_error("signal setup: %s", strerror(errno));
+        return -1;
+    }
+    s->sigterm = evsignal_new(s->base, SIGTERM, on_signal, s);
+    if (!s->sigterm || evsignal_add(s->sigterm, NULL) != 0) {
+        log_error("cannot install the SIGTERM event");
+        return -1;
+    }
+    if (!sigint_ignored()) {
+        s->sigint = evsignal_new(s->base, SIGINT, on_signal, s);
+        if (!s->sigint || evsignal_add(s->sigint, NULL) != 0) {
+            log_error("cannot install the SIGINT event");
+            return -1;
+        }
+    }
+    s->heartbeat = event_new(s->base, -1, EV_PERSIST, on_heartbeat, s);
+    struct timeval second = { 1, 0 };
+    if (!s->heartbeat || evtimer_add(s->heartbeat, &second) != 0) {
+        log_error("cannot install the heartbeat timer");
+        return -1;
+    }
+    return 0;
+}
+
+static int setup_http(struct server *s, const struct config *cfg, int listen_fd)
+{
+    s->http = evhttp_new(s->base);
+    if (!s->http) {
+        log_error("evhttp_new failed");
+        return -1;
+    }
+    evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_headers);
+    evhttp_set_max_body_size(s->http, cfg->max_body > HTTP_BODY_HARD_LIMIT
+                                          ? (ev_ssize_t)cfg->max_body + 1
+                                          : HTTP_BODY_HARD_LIMIT);
+    evhttp_set_timeout(s->http, (int)cfg->http_timeout_s);
+    /* Everything we can name in a 405; evhttp answers the rest itself. */
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+    evhttp_set_gencb(s->http, routes_handle, &s->routes);
+    s->bound = evhttp_accept_socket_with_handle(s->http, listen_fd);
+    if (!s->bound) {
+        log_error("cannot accept on the inherited socket (fd %d)", listen_fd);
+        return -1;
+    }
+    return 0;
+}
+
+static void server_free(struct server *s)
+{
+    if (s->http)
+        evhttp_free(s->http); /* also closes connections and the listener */
+    if (s->sigterm)
+        event_free(s->sigterm);
+    if (s->sigint)
+        event_free(s->sigint);
+    if (s->heartbeat)
+        event_free(s->heartbeat);
+    if (s->base)
+        event_base_free(s->base);
+    lookup_close(s->routes.db);
+}
+
+int frontend_main(const struct config *cfg, struct shm_seg *seg, int listen_fd, uint32_t slot,
+                  uint32_t index)
+{
+    char role[32];
+    snprintf(role, sizeof role, "frontend-%u", index);
+    log_set_role(role);
+
+    struct server s = {
+        .me = &seg->children[slot],
+        .routes = { .cfg = cfg, .seg = seg, .metrics = shm_metrics(seg, slot) },
+    };
+    s.routes.db = lookup_open(cfg->db_path);
+    if (!s.routes.db)
+        return TXP_EXIT_FATAL;
+    s.base = event_base_new();
+    if (!s.base) {
+        log_error("event_base_new failed");
+        server_free(&s);
+        return TXP_EXIT_FATAL;
+    }
+    if (setup_signals(&s) != 0 || setup_http(&s, cfg, listen_fd) != 0) {
+        server_free(&s);
+        return TXP_EXIT_FATAL;
+    }
+    __atomic_store_n(&s.me->heartbeat_us, clock_mono_us(), __ATOMIC_RELAXED);
+    set_state(&s, CHILD_RUNNING);
+    log_info("serving on fd %d", listen_fd);
+
+    int rc = event_base_dispatch(s.base);
+    if (rc < 0)
+        log_error("event loop failed");
+    server_free(&s);
+    log_info("stopped");
+    return rc < 0 ? TXP_EXIT_FATAL : 0;
+}

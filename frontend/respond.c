@@ -1,0 +1,95 @@
+/* HTTP answers: status line, headers, body, and the request counters. */
+#include "respond.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+static const char *reason_phrase(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default:  return "Unknown";
+    }
+}
+
+static int is_refusal(int code)
+{
+    return code == 400 || code == 404 || code == 405 || code == 413 || code == 415;
+}
+
+void respond_header(struct evhttp_request *req, const char *name, const char *value)
+{
+    if (evhttp_add_header(evhttp_request_get_output_headers(req), name, value) != 0)
+        log_warn("http: cannot add header %s", name);
+}
+
+void respond_body(struct evhttp_request *req, struct metric_block *m, int code,
+                  const char *content_type, const void *data, size_t len)
+{
+    metrics_add(m, METRIC_http_requests, 1);
+    if (is_refusal(code))
+        metrics_add(m, METRIC_http_bad_request, 1);
+    respond_header(req, "Content-Type", content_type);
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    /* The data outlives the request only for static assets; copying keeps
+     * the ownership rule simple for everything else. */
+    if (evbuffer_add(out, data, len) != 0) {
+        log_error("http: out of memory for a %zu byte response", len);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        code = 500;
+    }
+    evhttp_send_reply(req, code, reason_phrase(code), NULL);
+}
+
+void respond_json(struct evhttp_request *req, struct metric_block *m, int code, cJSON *doc)
+{
+    char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
+    cJSON_Delete(doc);
+    if (!text) {
+        static const char oom[] = "{\"status\":\"error\",\"message\":\"out of memory\"}";
+        log_error("http: out of memory building a JSON response");
+        respond_body(req, m, 500, "application/json", oom, sizeof oom - 1);
+        return;
+    }
+    respond_body(req, m, code, "application/json", text, strlen(text));
+    free(text);
+}
+
+void respond_error(struct evhttp_request *req, struct metric_block *m, int code,
+                   const char *fmt, ...)
+{
+    char message[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    cJSON *doc = cJSON_CreateObject();
+    if (doc && (!cJSON_AddStringToObject(doc, "status", "error") ||
+                !cJSON_AddStringToObject(doc, "message", message))) {
+        cJSON_Delete(doc);
+        doc = NULL;
+    }
+    respond_json(req, m, code, doc);
+}
+
+int respond_add_int64(cJSON *obj, const char *name, int64_t v)
+{
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    return cJSON_AddRawToObject(obj, name, text) ? 0 : -1;
+}

@@ -1,0 +1,28 @@
+/* The request router and the handlers of the HTTP API:
+ * one evhttp generic callback that matches the path, checks the method and
+ * hands the request to its handler. */
+#ifndef TXP_ROUTES_H
+#define TXP_ROUTES_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "lookup.h"
+#include "metrics.h"
+#include "shm.h"
+
+struct evhttp_request;
+
+/* What the handlers need; owned by the server (http.c). */
+struct routes_ctx {
+    const struct config *cfg;
+    struct shm_seg *seg;
+    struct metric_block *metrics; /* this frontend's block; we are its only writer */
+    struct lookup *db;
+    int draining;                 /* set on SIGTERM: answer, then close */
+};
+
+/* evhttp generic callback; arg is a struct routes_ctx. */
+void routes_handle(struct evhttp_request *req, void *arg);
+
+#endif

@@ -1,0 +1,36 @@
+/* Input rules of the HTTP API, kept apart from libevent so that every bad
+ * input can be table-tested: request bodies become a txn_entry or an HTTP
+ * status with a message that names the field and the reason. */
+#ifndef TXP_VALIDATE_H
+#define TXP_VALIDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "txn.h"
+
+#define VALIDATE_MSG_MAX 160
+
+/* Why a request was refused: the HTTP status (400, 413, 415) and the text
+ * for the JSON error body. */
+struct validate_error {
+    int status;
+    char message[VALIDATE_MSG_MAX];
+};
+
+/* Turns a POST /transaction body into an entry ready for ring_enqueue.
+ * The body need not be NUL-terminated. Bodies over max_body bytes get 413;
+ * anything else wrong gets 400. Returns 0, or -1 with *err filled. */
+int validate_transaction(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                         struct validate_error *err);
+
+/* 0 if a Content-Type header value means JSON ("application/json", any case,
+ * optionally followed by parameters such as "; charset=utf-8"), else -1. */
+int validate_content_type(const char *value);
+
+/* Parses the <txid> of /transaction/<txid>: a positive decimal integer
+ * without sign, leading zeros or trailing characters that fits in 63 bits.
+ * Returns 0 or -1. */
+int validate_txid(const char *text, size_t len, uint64_t *out);
+
+#endif

@@ -1,0 +1,454 @@
+/* Supervision: spawn, reap, restart, drain (see supervisor.h). All of the
+ * master's decisions use its own copy of pids and slot states; the children
+ * table in shared memory is written for observers (txctl, /metrics) and only
+ * the children's own "running" flag is read back, for readiness. */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "frontend.h"
+#include "history.h"
+#include "log.h"
+#include "notify.h"
+#include "worker.h"
+
+#define BACKOFF_MIN_US 100000LL
+#define BACKOFF_MAX_US 5000000LL
+#define STABLE_RUN_US 10000000LL   /* a child up this long resets its back-off */
+#define CRASH_LOOP_COUNT 10
+#define CRASH_LOOP_WINDOW_US 60000000LL
+#define FRONTEND_STOP_GRACE_US 5000000LL
+#define STATUS_EVERY_S 5
+
+enum phase { PHASE_RUNNING, PHASE_DRAIN_FRONTENDS, PHASE_DRAIN_WORKERS, PHASE_DONE };
+
+struct slot {
+    pid_t pid;
+    int role;
+    uint32_t index;
+    unsigned quick_crashes;   /* consecutive crashes, for the back-off */
+    int64_t started_us;       /* monotonic */
+    int64_t restart_at_us;    /* monotonic; 0 = no restart scheduled */
+    int failed;               /* never restarted again */
+};
+
+struct role_crashes {
+    int64_t at_us[CRASH_LOOP_COUNT];
+    unsigned next;
+    int gave_up;
+};
+
+struct supervisor {
+    const struct config *cfg;
+    struct shm_seg *seg;
+    int listen_fd;
+    pid_t master_pid;
+    struct slot slots[SHM_MAX_CHILDREN];
+    uint32_t n_slots;
+    struct role_crashes crashes[3]; /* indexed by enum child_role */
+    enum phase phase;
+    int64_t phase_deadline_us;
+    int ready;
+    int exit_code;
+    sigset_t sigs;
+};
+
+static const char *role_name(int role)
+{
+    return role == ROLE_FRONTEND ? "frontend" : "worker";
+}
+
+static void on_sigchld(int sig)
+{
+    (void)sig; /* only here so SIGCHLD is never discarded; sigtimedwait takes it */
+}
+
+static void child_reset_signals(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGCHLD, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    /* Ctrl-C reaches the whole process group; only the master decides how
+     * to stop, so children leave SIGINT to it. */
+    signal(SIGINT, SIG_IGN);
+}
+
+static void child_run(struct supervisor *s, uint32_t i) __attribute__((noreturn));
+static void child_run(struct supervisor *s, uint32_t i)
+{
+    /* If the master dies, its children go too; the next master adopts the
+     * segment and requeues whatever they had claimed. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != s->master_pid)
+        _exit(1);
+    child_reset_signals();
+    char role[32];
+    snprintf(role, sizeof role, "%s-%u", role_name(s->slots[i].role), s->slots[i].index);
+    log_set_role(role);
+    int rc;
+    if (s->slots[i].role == ROLE_FRONTEND) {
+        rc = frontend_main(s->cfg, s->seg, s->listen_fd, i, s->slots[i].index);
+    } else {
+        close(s->listen_fd);
+        rc = worker_main(s->cfg, s->seg, i, s->slots[i].index);
+    }
+    fflush(NULL);
+    _exit(rc);
+}
+
+static void spawn(struct supervisor *s, uint32_t i)
+{
+    struct slot *sl = &s->slots[i];
+    struct shm_child *row = &s->seg->children[i];
+    sl->restart_at_us = 0;
+    row->state = CHILD_STARTING;
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_error("fork for %s %u: %s; retrying in 1 s", role_name(sl->role), sl->index, strerror(errno));
+        sl->restart_at_us = clock_mono_us() + 1000000;
+        row->state = CHILD_EXITED;
+        return;
+    }
+    if (pid == 0)
+        child_run(s, i);
+    sl->pid = pid;
+    sl->started_us = clock_mono_us();
+    row->pid = pid;
+    row->started_at_us = clock_wall_us();
+    row->heartbeat_us = sl->started_us;
+    log_debug("started %s %u as pid %d", role_name(sl->role), sl->index, (int)pid);
+}
+
+static void describe_exit(int status, char *buf, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(buf, len, "stopped with wait status %#x", status);
+}
+
+/* Records a crash of a role; returns 1 if the role just entered a crash loop. */
+static int crash_loop(struct supervisor *s, int role, int64_t now)
+{
+    struct role_crashes *rc = &s->crashes[role];
+    int64_t oldest = rc->at_us[rc->next % CRASH_LOOP_COUNT];
+    rc->at_us[rc->next % CRASH_LOOP_COUNT] = now;
+    rc->next++;
+    if (!rc->gave_up && rc->next >= CRASH_LOOP_COUNT && now - oldest < CRASH_LOOP_WINDOW_US) {
+        rc->gave_up = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void mark_failed(struct supervisor *s, uint32_t i)
+{
+    s->slots[i].failed = 1;
+    s->slots[i].restart_at_us = 0;
+    s->seg->children[i].state = CHILD_FAILED;
+}
+
+static void schedule_restart(struct supervisor *s, uint32_t i, int64_t now)
+{
+    struct slot *sl = &s->slots[i];
+    if (now - sl->started_us > STABLE_RUN_US)
+        sl->quick_crashes = 0;
+    int64_t delay = BACKOFF_MIN_US << (sl->quick_crashes < 6 ? sl->quick_crashes : 6);
+    if (delay > BACKOFF_MAX_US)
+        delay = BACKOFF_MAX_US;
+    sl->quick_crashes++;
+    sl->restart_at_us = now + delay;
+    s->seg->children[i].restarts++;
+    log_info("restarting %s %u in %lld ms", role_name(sl->role), sl->index, (long long)(delay / 1000));
+}
+
+static int role_all_failed(const struct supervisor *s, int role)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == role && !s->slots[i].failed)
+            return 0;
+    return 1;
+}
+
+static void begin_drain(struct supervisor *s, int exit_code);
+
+static void on_child_exit(struct supervisor *s, uint32_t i, int status)
+{
+    struct slot *sl = &s->slots[i];
+    struct shm_child *row = &s->seg->children[i];
+    int64_t now = clock_mono_us();
+    pid_t pid = sl->pid;
+    sl->pid = 0;
+    row->pid = 0;
+    row->last_exit = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    row->state = CHILD_EXITED;
+
+    char how[96];
+    describe_exit(status, how, sizeof how);
+    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    int expected = clean && s->phase != PHASE_RUNNING;
+    if (expected)
+        log_info("%s %u (pid %d) %s", role_name(sl->role), sl->index, (int)pid, how);
+    else
+        log_warn("%s %u (pid %d) %s", role_name(sl->role), sl->index, (int)pid, how);
+
+    if (sl->role == ROLE_WORKER) {
+        uint32_t n = ring_requeue(s->seg->ring, sl->index);
+        if (n > 0) {
+            metrics_add(shm_metrics(s->seg, s->n_slots), METRIC_entries_requeued, n);
+            log_warn("requeued %u unacknowledged entries of worker %u", n, sl->index);
+        }
+    }
+
+    if (expected || (sl->role == ROLE_FRONTEND && s->phase != PHASE_RUNNING))
+        return;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == TXP_EXIT_FATAL) {
+        log_error("%s %u exited with the fatal code %d: not restarting it", role_name(sl->role),
+                  sl->index, TXP_EXIT_FATAL);
+        mark_failed(s, i);
+    } else if (crash_loop(s, sl->role, now)) {
+        log_error("CRASH LOOP: %d %s crashes within %lld s; no longer restarting %ss",
+                  CRASH_LOOP_COUNT, role_name(sl->role), CRASH_LOOP_WINDOW_US / 1000000,
+                  role_name(sl->role));
+        for (uint32_t k = 0; k < s->n_slots; k++)
+            if (s->slots[k].role == sl->role && s->slots[k].pid == 0)
+                mark_failed(s, k);
+    } else if (s->crashes[sl->role].gave_up) {
+        mark_failed(s, i);
+    } else {
+        schedule_restart(s, i, now);
+        return;
+    }
+    if (role_all_failed(s, sl->role) && s->phase == PHASE_RUNNING) {
+        log_error("no %s can run; shutting down", role_name(sl->role));
+        begin_drain(s, 1);
+    }
+}
+
+static void reap(struct supervisor *s)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (uint32_t i = 0; i < s->n_slots; i++) {
+            if (s->slots[i].pid == pid) {
+                on_child_exit(s, i, status);
+                break;
+            }
+        }
+    }
+}
+
+static void signal_role(struct supervisor *s, int role, int sig)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == role && s->slots[i].pid > 0)
+            kill(s->slots[i].pid, sig);
+}
+
+static unsigned alive(const struct supervisor *s, int role)
+{
+    unsigned n = 0;
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == role && s->slots[i].pid > 0)
+            n++;
+    return n;
+}
+
+static int restarts_pending(const struct supervisor *s, int role)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == role && s->slots[i].restart_at_us != 0)
+            return 1;
+    return 0;
+}
+
+static void begin_drain(struct supervisor *s, int exit_code)
+{
+    if (s->phase != PHASE_RUNNING)
+        return;
+    s->exit_code = exit_code;
+    s->phase = PHASE_DRAIN_FRONTENDS;
+    s->phase_deadline_us = clock_mono_us() + FRONTEND_STOP_GRACE_US;
+    s->seg->hdr->master_state = MASTER_DRAINING;
+    notify_send("STOPPING=1");
+    log_info("draining: stopping %u frontends, then workers apply what is queued (limit %u s)",
+             alive(s, ROLE_FRONTEND), s->cfg->drain_timeout_s);
+    close(s->listen_fd); /* frontends hold their own copies until they stop */
+    s->listen_fd = -1;
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == ROLE_FRONTEND)
+            s->slots[i].restart_at_us = 0;
+    signal_role(s, ROLE_FRONTEND, SIGTERM);
+}
+
+static void drain_step(struct supervisor *s, int64_t now)
+{
+    if (s->phase == PHASE_DRAIN_FRONTENDS) {
+        if (alive(s, ROLE_FRONTEND) == 0) {
+            s->phase = PHASE_DRAIN_WORKERS;
+            s->phase_deadline_us = now + (int64_t)s->cfg->drain_timeout_s * 1000000;
+            log_info("frontends stopped; %llu entries left to apply",
+                     (unsigned long long)ring_pending(s->seg->ring));
+            signal_role(s, ROLE_WORKER, SIGTERM);
+            ring_wake_all(s->seg->ring);
+        } else if (now > s->phase_deadline_us) {
+            log_warn("frontends did not stop within %lld s; killing them",
+                     FRONTEND_STOP_GRACE_US / 1000000);
+            signal_role(s, ROLE_FRONTEND, SIGKILL);
+            s->phase_deadline_us = INT64_MAX;
+        }
+    } else if (s->phase == PHASE_DRAIN_WORKERS) {
+        if (alive(s, ROLE_WORKER) == 0 && !restarts_pending(s, ROLE_WORKER)) {
+            s->phase = PHASE_DONE;
+        } else if (now > s->phase_deadline_us) {
+            log_warn("drain timeout (%u s) reached; stopping workers", s->cfg->drain_timeout_s);
+            for (uint32_t i = 0; i < s->n_slots; i++)
+                s->slots[i].restart_at_us = 0;
+            signal_role(s, ROLE_WORKER, SIGKILL);
+            s->phase_deadline_us = INT64_MAX;
+        }
+    }
+}
+
+static void check_ready(struct supervisor *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (!s->slots[i].failed && s->seg->children[i].state != CHILD_RUNNING)
+            return;
+    s->ready = 1;
+    s->seg->hdr->master_state = MASTER_RUNNING;
+    notify_send("READY=1");
+    log_info("ready: %u frontends and %u workers running", alive(s, ROLE_FRONTEND), alive(s, ROLE_WORKER));
+}
+
+static void run_due_restarts(struct supervisor *s, int64_t now)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->restart_at_us == 0 || sl->restart_at_us > now || sl->failed)
+            continue;
+        if (sl->role == ROLE_FRONTEND && s->phase != PHASE_RUNNING)
+            sl->restart_at_us = 0;
+        else
+            spawn(s, i);
+    }
+}
+
+static int64_t next_wakeup(const struct supervisor *s, int64_t now, int64_t next_sample)
+{
+    int64_t t = next_sample;
+    if (!s->ready && s->phase == PHASE_RUNNING && now + 20000 < t)
+        t = now + 20000; /* poll readiness briefly at start only */
+    if (s->phase == PHASE_DRAIN_FRONTENDS || s->phase == PHASE_DRAIN_WORKERS)
+        if (s->phase_deadline_us < t)
+            t = s->phase_deadline_us;
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].restart_at_us != 0 && s->slots[i].restart_at_us < t)
+            t = s->slots[i].restart_at_us;
+    return t > now ? t : now;
+}
+
+static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks)
+{
+    history_sample(s->seg);
+    *next_sample += 1000000;
+    if (++*ticks % STATUS_EVERY_S == 0) {
+        struct ring_stats rs;
+        ring_stats(s->seg->ring, &rs);
+        notify_status("%u frontends, %u workers; queue %llu/%llu",
+                      alive(s, ROLE_FRONTEND), alive(s, ROLE_WORKER),
+                      (unsigned long long)(rs.depth + rs.claimed), (unsigned long long)rs.capacity);
+    }
+}
+
+static void handle_signal(struct supervisor *s, int sig)
+{
+    if (sig == SIGCHLD) {
+        reap(s);
+    } else if (sig == SIGTERM || sig == SIGINT) {
+        if (s->phase == PHASE_RUNNING)
+            log_info("received %s", strsignal(sig));
+        begin_drain(s, 0);
+    } else if (sig == SIGHUP) {
+        log_warn("SIGHUP: rolling restart is not implemented; ignoring");
+    }
+}
+
+static void supervisor_init(struct supervisor *s, const struct config *cfg, struct shm_seg *seg,
+                            int listen_fd)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg;
+    s->seg = seg;
+    s->listen_fd = listen_fd;
+    s->master_pid = getpid();
+    s->n_slots = seg->hdr->n_children;
+    for (uint32_t i = 0; i < s->n_slots; i++) {
+        s->slots[i].role = seg->children[i].role;
+        s->slots[i].index = (uint32_t)seg->children[i].index;
+    }
+    sigemptyset(&s->sigs);
+    sigaddset(&s->sigs, SIGCHLD);
+    sigaddset(&s->sigs, SIGTERM);
+    sigaddset(&s->sigs, SIGINT);
+    sigaddset(&s->sigs, SIGHUP);
+    sigprocmask(SIG_BLOCK, &s->sigs, NULL);
+    signal(SIGCHLD, on_sigchld);
+}
+
+static int supervisor_finish(struct supervisor *s)
+{
+    uint64_t pending = ring_pending(s->seg->ring);
+    s->seg->hdr->master_state = MASTER_STOPPED;
+    if (pending == 0) {
+        shm_unlink_name(s->seg->name);
+        log_info("drained: every accepted transaction is applied; exiting");
+        return s->exit_code;
+    }
+    log_error("%llu accepted transactions are still queued in %s; the next txprocd started with "
+              "the same --shm-name applies them", (unsigned long long)pending, s->seg->name);
+    return 1;
+}
+
+int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd)
+{
+    static struct supervisor s; /* large; one per process */
+    supervisor_init(&s, cfg, seg, listen_fd);
+    for (uint32_t i = 0; i < s.n_slots; i++)
+        spawn(&s, i);
+
+    int64_t next_sample = clock_mono_us() + 1000000;
+    unsigned ticks = 0;
+    while (s.phase != PHASE_DONE) {
+        int64_t now = clock_mono_us();
+        int64_t wait = next_wakeup(&s, now, next_sample) - now;
+        struct timespec ts = { wait / 1000000, (long)(wait % 1000000) * 1000 };
+        int sig = sigtimedwait(&s.sigs, NULL, &ts);
+        if (sig > 0)
+            handle_signal(&s, sig);
+        else if (errno != EAGAIN && errno != EINTR)
+            log_error("sigtimedwait: %s", strerror(errno));
+        now = clock_mono_us();
+        run_due_restarts(&s, now);
+        if (!s.ready && s.phase == PHASE_RUNNING)
+            check_ready(&s);
+        if (now >= next_sample)
+            periodic(&s, &next_sample, &ticks);
+        drain_step(&s, now);
+    }
+    return supervisor_finish(&s);
+}

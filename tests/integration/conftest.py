@@ -1,0 +1,693 @@
+"""Shared machinery for the black-box tests: start a real txprocd on a seeded
+temporary ledger, talk to it over HTTP and through txctl, read its SQLite
+ledger directly, and always clean up every process it started.
+
+Binaries come from $TXP_BUILD (default "build") relative to the repository
+root, so the same suite runs against build/ and build-san/.
+"""
+import collections
+import http.client
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / os.environ.get("TXP_BUILD", "build")
+TXPROCD = BUILD / "txprocd"
+TXCTL = BUILD / "txctl"
+
+HTTP_TIMEOUT = 10          # seconds, every HTTP call
+READY_TIMEOUT = 10         # /healthz must answer within this after start
+STOP_TIMEOUT = 20          # SIGTERM -> exit
+FINAL_STATUSES = {"applied", "insufficient_funds", "unknown_account", "rejected"}
+ALL_STATUSES = FINAL_STATUSES | {"queued"}
+
+
+def card(n):
+    """Card number of seeded demo account n (0..9999)."""
+    return "6219 8619 %04d 8640" % n
+
+
+def unknown_card(n):
+    """A well-formed card number that txctl seed never creates."""
+    return "6219 8619 %04d 8641" % n
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_shm_counter = itertools.count()
+
+
+def unique_shm_name():
+    return "/txp-test-%d-%d" % (os.getpid(), next(_shm_counter))
+
+
+def clean_env(extra=None):
+    """The test runner's environment without any TXP_* setting, plus extra."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TXP_")}
+    env.update(extra or {})
+    return env
+
+
+def group_members(pgid):
+    """Live (non-zombie) pids whose process group is pgid."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces; the fields after the last ')' are fixed.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Polls predicate() until it returns a truthy value; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def run_txctl(*args, timeout=60, check=True):
+    proc = subprocess.run([str(TXCTL), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=clean_env())
+    if check and proc.returncode != 0:
+        pytest.fail("txctl %s exited %d: %s" % (" ".join(map(str, args)), proc.returncode,
+                                                 proc.stderr.strip()))
+    return proc
+
+
+def seed_db(path, accounts=1000, seed=1):
+    run_txctl("seed", "--db", path, "--accounts", accounts, "--seed", seed, timeout=120)
+    return Path(path)
+
+
+def run_txprocd_briefly(args, env=None, timeout=10):
+    """Runs txprocd expecting it to exit on its own (--help, bad config).
+    Returns (returncode, stdout, stderr); a server that keeps running is
+    killed and reported as returncode None."""
+    proc = subprocess.Popen([str(TXPROCD), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env(env),
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = proc.communicate(timeout=10)
+        return None, out, err
+    finally:
+        _kill_group(proc.pid)
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# Servers started by the tests, so a failing test's report can show their logs.
+_SERVERS = []
+
+
+class Server:
+    """One txprocd instance in its own session (process group), on a free
+    loopback port and a unique shared-memory name, logging to a file."""
+
+    def __init__(self, workdir, db=None, accounts=1000, seed=1, args=(), env=None,
+                 workers=None, frontends=None, via_env=False):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.db = Path(db) if db else seed_db(self.workdir / "users.db", accounts, seed)
+        self.extra_args = [str(a) for a in args]
+        if workers is not None:
+            self.extra_args += ["--workers", str(workers)]
+        if frontends is not None:
+            self.extra_args += ["--frontends", str(frontends)]
+        self.env = env or {}
+        self.via_env = via_env  # pass listen/db/shm name as TXP_* variables, not flags
+        self.shm_name = unique_shm_name()
+        self.port = None
+        self.proc = None
+        self.returncode = None
+        self.ended_at = None
+        self.log_path = self.workdir / ("txprocd-%s.log" % self.shm_name.rsplit("-", 1)[1])
+        self._log = None
+        self.session = requests.Session()
+        _SERVERS.append(self)
+
+    # ---- lifecycle
+
+    @property
+    def base(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def start(self):
+        for _attempt in range(3):
+            self.port = free_port()
+            self._log = open(self.log_path, "ab")
+            where = {"--listen": "127.0.0.1:%d" % self.port, "--db": str(self.db),
+                     "--shm-name": self.shm_name}
+            env = dict(self.env)
+            if self.via_env:
+                env.update({"TXP_LISTEN": where["--listen"], "TXP_DB_PATH": where["--db"],
+                            "TXP_SHM_NAME": where["--shm-name"]})
+                argv = [str(TXPROCD), *self.extra_args]
+            else:
+                argv = [str(TXPROCD), *[x for kv in where.items() for x in kv], *self.extra_args]
+            self._log.write(("# %s\n" % " ".join(argv)).encode())
+            self._log.flush()
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                         stderr=self._log, env=clean_env(env),
+                                         start_new_session=True, cwd=self.workdir)
+            self.returncode = None
+            self.ended_at = None
+            if self._wait_ready():
+                self.wait_children_running()
+                return self
+            # Lost a race for the port: try another one.
+            if self.proc.poll() is not None and "in use" in self.log_tail(20):
+                self._reap()
+                continue
+            break
+        tail = self.log_tail()
+        self.kill()
+        pytest.fail("txprocd did not become ready in %ds (exit %r)\n%s"
+                    % (READY_TIMEOUT, self.returncode, tail))
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                r = requests.get(self.base + "/healthz", timeout=1)
+                if r.status_code == 200:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def wait_children_running(self, timeout=READY_TIMEOUT):
+        wait_until(lambda: all(c["state"] == "running" for c in self.children()), timeout,
+                   "every child to be running", interval=0.1)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def terminate(self, timeout=STOP_TIMEOUT):
+        """SIGTERM and wait; returns the exit code (None if it did not exit,
+        in which case everything is killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+        self._reap()
+        return self.returncode
+
+    def kill(self):
+        """SIGKILL the whole process group (master and children)."""
+        if self.proc is None:
+            return
+        _kill_group(self.proc.pid)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._reap()
+
+    def _reap(self):
+        self.returncode = self.proc.poll()
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def leftover_children(self, timeout=3):
+        """Processes of this instance still alive after the master exited
+        (killed before returning)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = group_members(self.proc.pid)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        _kill_group(self.proc.pid)
+        return left
+
+    def cleanup(self):
+        """Kills anything left and removes the shm segment. Idempotent."""
+        try:
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    self.kill()
+                _kill_group(self.proc.pid)
+        finally:
+            try:
+                os.unlink("/dev/shm" + self.shm_name)
+            except OSError:
+                pass
+            self.session.close()
+
+    def stop_and_check(self):
+        """Graceful stop expected to succeed: exit 0 and no child left."""
+        try:
+            if self.proc is None:
+                return
+            if self.proc.poll() is not None:
+                # terminate()/kill() record ended_at; anything else is a crash.
+                unexpected = self.ended_at is None
+                self._reap()
+                assert not unexpected, "txprocd died on its own with code %r\n%s" % (
+                    self.returncode, self.log_tail())
+                return
+            rc = self.terminate()
+            assert rc == 0, "txprocd exit code %r after SIGTERM\n%s" % (rc, self.log_tail())
+            left = self.leftover_children()
+            assert not left, "processes outlived the master: %r\n%s" % (left, self.log_tail())
+        finally:
+            self.cleanup()
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    # ---- HTTP
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return self.session.get(self.base + path, **kw)
+
+    def post(self, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return self.session.post(self.base + path, **kw)
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return self.session.request(method, self.base + path, **kw)
+
+    def post_tx(self, card_number, amount):
+        return self.post("/transaction", json={"card_number": card_number, "amount": amount})
+
+    def submit(self, card_number, amount):
+        """POST that must be accepted; returns the txid as an int."""
+        r = self.post_tx(card_number, amount)
+        assert r.status_code == 202, (r.status_code, r.text)
+        return int(r.json()["id"])
+
+    def metrics(self):
+        r = self.get("/metrics")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def transaction(self, txid):
+        return self.get("/transaction/%s" % txid)
+
+    # ---- txctl
+
+    def txctl(self, *args, check=True, timeout=20):
+        return run_txctl("--shm-name", self.shm_name, *args, check=check, timeout=timeout)
+
+    def txctl_json(self, *args):
+        return json.loads(self.txctl(*args, "--json").stdout)
+
+    def children(self):
+        return self.txctl_json("children")["children"]
+
+    def child_pids(self, role):
+        return [c["pid"] for c in self.children() if c["role"] == role and c["state"] != "exited"]
+
+    def queue(self):
+        return self.txctl_json("queue")
+
+    # ---- ledger
+
+    def query(self, sql, args=()):
+        return db_query(self.db, sql, args)
+
+    def wait_final(self, txids, timeout=60):
+        return wait_final(self.db, txids, timeout)
+
+
+# --------------------------------------------------------------------------
+# ledger
+
+
+def db_connect(path):
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    con.execute("PRAGMA busy_timeout = 10000")
+    return con
+
+
+def db_query(path, sql, args=()):
+    con = db_connect(path)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def balance_sum(path):
+    con = sqlite3.connect(str(path), timeout=10)
+    try:
+        return con.execute("SELECT COALESCE(SUM(balance), 0) FROM users").fetchone()[0]
+    finally:
+        con.close()
+
+
+def ledger_invariant(path, initial_sum):
+    """Money is neither created nor lost: the balances sum to the initial sum
+    (taken before the first txprocd start) plus every applied amount; no
+    balance is negative; every status is a known final one."""
+    con = db_connect(path)
+    try:
+        total = con.execute("SELECT COALESCE(SUM(balance), 0) FROM users").fetchone()[0]
+        # Rows without a txid predate txprocd (a migrated prototype ledger).
+        applied = con.execute("SELECT COALESCE(SUM(amount), 0) FROM transactions "
+                              "WHERE txid IS NOT NULL AND status = 'applied'").fetchone()[0]
+        negative = con.execute("SELECT card_number, balance FROM users WHERE balance < 0 "
+                               "LIMIT 5").fetchall()
+        statuses = {s for (s,) in con.execute("SELECT DISTINCT status FROM transactions "
+                                              "WHERE txid IS NOT NULL")}
+    finally:
+        con.close()
+    assert total == initial_sum + applied, \
+        "sum(balance)=%d, expected %d + %d" % (total, initial_sum, applied)
+    assert not negative, "negative balances: %r" % negative
+    assert statuses <= FINAL_STATUSES, "unexpected statuses %r" % (statuses - FINAL_STATUSES)
+
+
+def final_rows(path):
+    """{txid: status} for every transaction recorded with a txid."""
+    return dict(db_query(path, "SELECT txid, status FROM transactions WHERE txid IS NOT NULL"))
+
+
+def wait_final(path, txids, timeout=60):
+    """Waits until every txid in txids has a row with a final status; returns
+    {txid: status} for all recorded txids."""
+    want = set(txids)
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = final_rows(path)
+        missing = [t for t in want if rows.get(t) not in FINAL_STATUSES]
+        if not missing:
+            return rows
+        if time.monotonic() > deadline:
+            pytest.fail("%d of %d accepted transactions not final after %ds (e.g. %r)"
+                        % (len(missing), len(want), timeout, sorted(missing)[:10]))
+        time.sleep(0.1)
+
+
+def db_outcome_counts(path):
+    """What the ledger says happened, in the terms of the metric counters."""
+    q = dict(db_query(path, """
+        SELECT 'deposit', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'applied' AND amount > 0
+        UNION ALL SELECT 'withdrawal', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'applied' AND amount < 0
+        UNION ALL SELECT 'insufficient', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'insufficient_funds'
+        UNION ALL SELECT 'unknown', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'unknown_account'
+        UNION ALL SELECT 'rejected', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'rejected'
+        UNION ALL SELECT 'delta', COALESCE(SUM(amount), 0) FROM transactions WHERE txid IS NOT NULL AND status = 'applied'
+    """))
+    return {
+        "tx_applied_deposit": q["deposit"],
+        "tx_applied_withdrawal": q["withdrawal"],
+        "tx_insufficient_funds": q["insufficient"],
+        "tx_unknown_account": q["unknown"],
+        "tx_rejected": q["rejected"],
+        "balance_delta": q["delta"],
+    }
+
+
+def assert_counters_match_db(fetch_counters, path, timeout=10):
+    """Counters are published right after the commit; allow them a moment."""
+    expected = db_outcome_counts(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        counters = fetch_counters()
+        got = {k: counters.get(k) for k in expected}
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got == expected
+    return counters
+
+
+# --------------------------------------------------------------------------
+# load
+
+
+def make_ops(n, accounts, rng_seed=7, unknown_share=0.03, hot=50):
+    """A reproducible mix: deposits, withdrawals (some large, on a few hot
+    accounts, so that some overdraw) and transactions on unknown cards."""
+    rng = random.Random(rng_seed)
+    ops = []
+    for _ in range(n):
+        x = rng.random()
+        if x < unknown_share:
+            ops.append((unknown_card(rng.randrange(10000)), rng.randint(1, 10000)))
+        elif x < 0.50:
+            ops.append((card(rng.randrange(accounts)), rng.randint(1, 100000)))
+        elif x < 0.80:
+            ops.append((card(rng.randrange(accounts)), -rng.randint(1, 20000)))
+        else:
+            ops.append((card(rng.randrange(hot)), -rng.randint(500000, 3000000)))
+    return ops
+
+
+class Load:
+    """Sends ops from several threads, each on its own keep-alive
+    connection. A connection error (no response) means the request may or
+    may not have been accepted: it is not counted, and the op is retried on a
+    new connection. 503 is retried after a short pause."""
+
+    def __init__(self, port, ops, threads=32, deadline_s=120, max_retries=200):
+        self.port = port
+        self.ops = ops
+        self.n_threads = threads
+        self.deadline = time.monotonic() + deadline_s
+        self.max_retries = max_retries
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.accepted = {}                      # txid -> (card, amount)
+        self.duplicate_ids = []
+        self.statuses = collections.Counter()   # HTTP status -> count
+        self.conn_errors = 0
+        self.given_up = 0
+        self.done = 0
+        self.failures = []
+        self._threads = []
+
+    def start(self):
+        for i in range(self.n_threads):
+            t = threading.Thread(target=self._run, args=(self.ops[i::self.n_threads],), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def join(self, timeout=150):
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        alive = [t for t in self._threads if t.is_alive()]
+        if alive:
+            self.stop.set()
+            pytest.fail("%d load threads still running after %ds" % (len(alive), timeout))
+        assert not self.failures, self.failures[:5]
+        return self
+
+    def run(self, timeout=150):
+        return self.start().join(timeout)
+
+    def _connect(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
+        return conn
+
+    def _run(self, ops):
+        box = [self._connect()]   # _send swaps in a new connection after an error
+        try:
+            for card_number, amount in ops:
+                if not self._send(box, card_number, amount):
+                    return
+                with self.lock:
+                    self.done += 1
+        except Exception as e:  # surfaced by join()
+            with self.lock:
+                self.failures.append(repr(e))
+        finally:
+            box[0].close()
+
+    def _send(self, conn_box, card_number, amount):
+        """Returns False when the thread should stop."""
+        body = json.dumps({"card_number": card_number, "amount": amount}).encode()
+        headers = {"Content-Type": "application/json"}
+        for _ in range(self.max_retries):
+            if self.stop.is_set() or time.monotonic() > self.deadline:
+                return False
+            try:
+                conn_box[0].request("POST", "/transaction", body, headers)
+                resp = conn_box[0].getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                with self.lock:
+                    self.conn_errors += 1
+                conn_box[0].close()
+                conn_box[0] = self._connect()
+                time.sleep(0.02)
+                continue
+            with self.lock:
+                self.statuses[resp.status] += 1
+            if resp.will_close:
+                conn_box[0].close()
+                conn_box[0] = self._connect()
+            if resp.status == 503:
+                time.sleep(0.01)
+                continue
+            if resp.status == 202:
+                txid = int(json.loads(data)["id"])
+                with self.lock:
+                    if txid in self.accepted:
+                        self.duplicate_ids.append(txid)
+                    self.accepted[txid] = (card_number, amount)
+            else:
+                with self.lock:
+                    self.failures.append("HTTP %d %r" % (resp.status, data[:200]))
+            return True
+        with self.lock:
+            self.given_up += 1
+        return True
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _binaries():
+    missing = [str(p) for p in (TXPROCD, TXCTL) if not os.access(p, os.X_OK)]
+    if missing:
+        pytest.fail("binaries not built: %s (run make)" % ", ".join(missing), pytrace=False)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """make(**Server kwargs) -> started Server; every server is stopped (and
+    checked for a clean exit) at teardown unless the test already did."""
+    servers = []
+    counter = itertools.count()
+
+    def make(start=True, **kw):
+        s = Server(tmp_path / ("srv%d" % next(counter)), **kw)
+        servers.append(s)
+        return s.start() if start else s
+
+    yield make
+    errors = []
+    for s in servers:
+        try:
+            s.stop_and_check()
+        except AssertionError as e:
+            errors.append(str(e))
+        finally:
+            s.cleanup()
+    assert not errors, "\n\n".join(errors)
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for a module's tests that only add independent traffic."""
+    s = Server(tmp_path_factory.mktemp("shared"))
+    try:
+        s.start()
+        yield s
+        s.stop_and_check()
+    finally:
+        s.cleanup()
+
+
+# --------------------------------------------------------------------------
+# reporting: show the server log of a failed test
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item._txp_started = time.monotonic()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    started = getattr(item, "_txp_started", 0)
+    for s in list(_SERVERS):
+        if s.proc is None:
+            continue
+        if s.alive() or (s.ended_at is not None and s.ended_at >= started):
+            rep.sections.append(("txprocd log %s (port %s)" % (s.log_path.name, s.port),
+                                 s.log_tail()))

@@ -1,0 +1,124 @@
+"""Command line and environment configuration of txprocd."""
+import pytest
+
+from conftest import card, free_port, run_txprocd_briefly, seed_db, unique_shm_name
+
+FLAGS = ["--listen", "--db", "--workers", "--frontends", "--queue-size", "--batch-max", "--sync",
+         "--shm-name", "--drain-timeout", "--help"]
+
+
+@pytest.fixture
+def base_args(tmp_path):
+    """Valid arguments on a fresh port/segment, so a bad flag that is wrongly
+    accepted starts a harmless server (which run_txprocd_briefly kills)."""
+    db = seed_db(tmp_path / "users.db", accounts=10)
+    return ["--db", str(db), "--listen", "127.0.0.1:%d" % free_port(), "--shm-name", unique_shm_name()]
+
+
+def test_help_exits_0_and_lists_every_flag():
+    rc, out, err = run_txprocd_briefly(["--help"])
+    assert rc == 0, err
+    text = out + err
+    for flag in FLAGS:
+        assert flag in text, "--help does not mention %s" % flag
+    for env in ("TXP_LISTEN", "TXP_DB_PATH", "TXP_WORKERS"):
+        assert env in text, "--help does not mention %s" % env
+
+
+@pytest.mark.parametrize("args,mention", [
+    (["--workers", "0"], "workers"),
+    (["--workers", "-1"], "workers"),
+    (["--workers", "two"], "workers"),
+    (["--frontends", "0"], "frontends"),
+    (["--queue-size", "abc"], "queue-size"),
+    (["--queue-size", "0"], "queue-size"),
+    (["--batch-max", "0"], "batch-max"),
+    (["--sync", "maybe"], "sync"),
+    (["--listen", "nonsense"], "listen"),
+    (["--listen", "127.0.0.1:99999"], "listen"),
+    (["--shm-name", "no-slash"], "shm-name"),
+    (["--drain-timeout", "soon"], "drain-timeout"),
+    (["--bogus-flag"], "bogus-flag"),
+    (["--workers"], "workers"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_flag_exits_2_with_message(base_args, args, mention):
+    rc, out, err = run_txprocd_briefly(base_args + args)
+    assert rc == 2, "exit %r for %r; stderr: %s" % (rc, args, err[-500:])
+    assert err.strip(), "no message on stderr"
+    assert mention in err, "stderr does not name %r: %s" % (mention, err)
+    assert len(err.strip().splitlines()) <= 5, "a clear message, not a flood: %s" % err
+
+
+@pytest.mark.parametrize("env,mention", [
+    ({"TXP_WORKERS": "0"}, "TXP_WORKERS"),
+    ({"TXP_QUEUE_SIZE": "lots"}, "TXP_QUEUE_SIZE"),
+    ({"TXP_SYNC": "maybe"}, "TXP_SYNC"),
+])
+def test_bad_env_exits_2_with_message(base_args, env, mention):
+    rc, out, err = run_txprocd_briefly(base_args, env=env)
+    assert rc == 2, "exit %r for %r; stderr: %s" % (rc, env, err[-500:])
+    assert mention in err, err
+
+
+def test_missing_db_directory_fails_cleanly(tmp_path):
+    args = ["--db", str(tmp_path / "no" / "such" / "dir" / "users.db"),
+            "--listen", "127.0.0.1:%d" % free_port(), "--shm-name", unique_shm_name()]
+    rc, out, err = run_txprocd_briefly(args, timeout=15)
+    assert rc not in (0, None), "started without a usable database"
+    assert err.strip()
+
+
+def test_port_in_use_fails_cleanly(server):
+    args = ["--db", str(server.db), "--listen", "127.0.0.1:%d" % server.port,
+            "--shm-name", unique_shm_name()]
+    rc, out, err = run_txprocd_briefly(args, timeout=15)
+    assert rc not in (0, None), "a second server started on a busy port"
+    assert err.strip()
+    assert server.get("/healthz").status_code == 200
+
+
+def worker_count(srv):
+    return sum(1 for c in srv.children() if c["role"] == "worker")
+
+
+def frontend_count(srv):
+    return sum(1 for c in srv.children() if c["role"] == "frontend")
+
+
+def test_defaults_two_workers_two_frontends(server):
+    assert worker_count(server) == 2
+    assert frontend_count(server) == 2
+    assert server.queue()["capacity"] == 65536
+
+
+def test_env_workers_is_respected(server_factory):
+    srv = server_factory(env={"TXP_WORKERS": "3", "TXP_FRONTENDS": "1", "TXP_QUEUE_SIZE": "2048"})
+    assert worker_count(srv) == 3
+    assert frontend_count(srv) == 1
+    assert srv.queue()["capacity"] == 2048
+
+
+def test_flag_overrides_env(server_factory):
+    srv = server_factory(env={"TXP_WORKERS": "3", "TXP_QUEUE_SIZE": "2048"}, workers=1,
+                         args=["--queue-size", "512"])
+    assert worker_count(srv) == 1
+    assert srv.queue()["capacity"] == 512
+
+
+def test_flag_overrides_bad_env(server_factory):
+    srv = server_factory(env={"TXP_WORKERS": "nonsense"}, workers=2)
+    assert worker_count(srv) == 2
+
+
+def test_env_listen_db_and_shm_name(server_factory):
+    srv = server_factory(via_env=True, env={"TXP_WORKERS": "1"})
+    assert srv.get("/balance", params={"card_number": card(5)}).status_code == 200
+    # txctl finds the instance under TXP_SHM_NAME, and it runs the env's worker count.
+    assert worker_count(srv) == 1
+
+
+def test_sync_full_serves(server_factory):
+    srv = server_factory(args=["--sync", "full", "--batch-max", "8"])
+    ids = [srv.submit(card(i), 5) for i in range(30)]
+    rows = srv.wait_final(ids, timeout=20)
+    assert all(rows[t] == "applied" for t in ids)

@@ -1,0 +1,82 @@
+/* The ledger: the SQLite database that is the system of record. Schema
+ * creation and additive migration of the prototype's users.db, group-commit
+ * application of claimed batches, and demo seeding. Only workers write it
+ * (plus the master's schema migration at start and txctl seed). */
+#ifndef TXP_LEDGER_H
+#define TXP_LEDGER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "txn.h"
+
+#define LEDGER_SCHEMA_VERSION 1
+
+/* Totals the master reads once at start (before forking). */
+struct ledger_totals {
+    int64_t max_txid;      /* 0 if none recorded */
+    int64_t balance_sum;
+    int64_t account_count;
+    int64_t tx_count;      /* rows in transactions */
+};
+
+/* Opens or creates db_path (mode 0600 when created), switches it to WAL,
+ * creates the prototype tables if missing and migrates them additively to
+ * LEDGER_SCHEMA_VERSION, then reads the totals. Logs the reason and returns
+ * -1 on failure. */
+int ledger_prepare(const char *db_path, struct ledger_totals *out);
+
+#define LEDGER_SEED_MAX_ACCOUNTS 100000000u
+#define LEDGER_SEED_BALANCE_MIN 50000
+#define LEDGER_SEED_BALANCE_MAX 10000000
+
+/* Creates the prototype schema and n demo accounts (card numbers from
+ * ledger_seed_card, balances uniform in LEDGER_SEED_BALANCE_MIN..MAX from a
+ * PRNG seeded with seed, so the same seed gives the same ledger). Refuses
+ * (-1) if the users table already has rows or n exceeds
+ * LEDGER_SEED_MAX_ACCOUNTS. Logs progress for large n. */
+int ledger_seed(const char *db_path, unsigned accounts, unsigned seed);
+
+/* Card number of demo account i (i < LEDGER_SEED_MAX_ACCOUNTS):
+ * "6219 8619 NNNN 8640" for i < 10,000, then "6220 AAAA BBBB 8640" with
+ * AAAA = i / 10,000 and BBBB = i % 10,000. For seeding and load drivers. */
+void ledger_seed_card(unsigned i, char out[TXN_CARD_MAX + 1]);
+
+/* What applying one entry did. */
+struct ledger_outcome {
+    enum txn_status status;
+    int64_t balance_after; /* valid when status == TXN_STATUS_APPLIED */
+    int replayed;          /* 1: txid was already recorded, nothing done */
+};
+
+struct ledger;
+
+/* One read-write connection for a worker: WAL, synchronous per sync,
+ * busy_timeout, every statement prepared once. NULL on failure (logged). */
+struct ledger *ledger_open(const char *db_path, enum sync_mode sync);
+void ledger_close(struct ledger *l);
+/* Replaces the default 5000 ms wait for another writer's lock (tests use a
+ * short one). Returns 0 or -1. */
+int ledger_set_busy_timeout(struct ledger *l, int ms);
+/* The SQLite error behind the last LEDGER_RETRY/LEDGER_FATAL, e.g.
+ * "SQLITE_BUSY: database is locked (begin)"; "" if none. */
+const char *ledger_last_error(const struct ledger *l);
+
+enum ledger_result {
+    LEDGER_OK = 0,
+    LEDGER_RETRY = -1, /* SQLITE_BUSY/LOCKED/IOERR/FULL...: roll back, back off, retry the batch */
+    LEDGER_FATAL = -2, /* schema missing, misuse: the worker should exit fatal */
+};
+
+/* Applies n entries in ONE BEGIN IMMEDIATE ... COMMIT. Entries whose txid is
+ * already recorded are skipped (outcome.replayed = 1), so a batch replayed
+ * after a crash is harmless; the lookup is only made for attempts > 0, and a
+ * txid found recorded anyway is undone inside the transaction. A corrupt
+ * entry is recorded as rejected; one without a txid is only logged (status
+ * rejected, not replayed). On LEDGER_RETRY/LEDGER_FATAL the transaction was
+ * rolled back and nothing changed. applied_at_us is stored for every new
+ * row. outcomes has room for n. */
+enum ledger_result ledger_apply_batch(struct ledger *l, const struct txn_entry *batch, uint32_t n,
+                                      int64_t applied_at_us, struct ledger_outcome *outcomes);
+
+#endif

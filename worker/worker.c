@@ -1,0 +1,202 @@
+/* A worker process: the only writer of transactions to the ledger. It claims
+ * batches from the shared ring, commits each in one SQLite transaction,
+ * counts the outcomes in its metric block and only then acknowledges, so a
+ * worker killed at any point leaves its claim to be requeued and replayed,
+ * never lost and never applied twice.
+ *
+ * Ordering per batch: claim -> apply (retried until it commits) -> metrics ->
+ * ack. Metrics come before the ack because a death between the two makes the
+ * batch come back as replayed entries, which are not counted again. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#include "clock.h"
+#include "ledger.h"
+#include "log.h"
+#include "worker.h"
+
+#define WAIT_MS 1000                        /* futex wait; also the idle heartbeat period */
+#define BACKOFF_FIRST_MS 10
+#define BACKOFF_MAX_MS 1000
+#define ERROR_LOG_INTERVAL_US (10 * 1000000) /* one retry log line per 10 s at most */
+
+static volatile sig_atomic_t stop_requested;
+
+struct worker {
+    const struct config *cfg;
+    struct ring *ring;
+    struct shm_child *row;
+    struct metric_block *metrics;
+    struct ledger *ledger;
+    uint32_t index;
+    int draining;
+    int64_t last_error_log_us;
+    uint64_t errors_unlogged;
+    struct ledger_outcome outcomes[RING_MAX_BATCH];
+};
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* No SA_RESTART: the signal must cut a futex wait or a back-off sleep short.
+ * A SIGINT the master set to be ignored stays ignored (Ctrl-C reaches the
+ * whole group, and the master decides the stopping order). */
+static int install_signals(void)
+{
+    struct sigaction stop = { .sa_handler = on_stop }, ignore = { .sa_handler = SIG_IGN }, old;
+    sigemptyset(&stop.sa_mask);
+    sigemptyset(&ignore.sa_mask);
+    if (sigaction(SIGTERM, &stop, NULL) != 0 || sigaction(SIGPIPE, &ignore, NULL) != 0 ||
+        sigaction(SIGINT, NULL, &old) != 0 ||
+        (old.sa_handler != SIG_IGN && sigaction(SIGINT, &stop, NULL) != 0)) {
+        log_error("sigaction: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void heartbeat(struct worker *w)
+{
+    __atomic_store_n(&w->row->heartbeat_us, clock_mono_us(), __ATOMIC_RELAXED);
+    if (stop_requested && !w->draining) {
+        w->draining = 1;
+        __atomic_store_n(&w->row->state, CHILD_DRAINING, __ATOMIC_RELAXED);
+        log_info("worker %u draining: applying what is left in the queue", w->index);
+    }
+}
+
+/* Sleeps ms milliseconds or until a signal arrives. */
+static void backoff_sleep(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL); /* EINTR: a shorter wait is fine, the loop heartbeats and retries */
+}
+
+static void log_retry(struct worker *w, uint32_t n, int delay_ms)
+{
+    int64_t now = clock_mono_us();
+    if (w->last_error_log_us != 0 && now - w->last_error_log_us < ERROR_LOG_INTERVAL_US) {
+        w->errors_unlogged++;
+        return;
+    }
+    log_warn("%s on batch of %u entries, retry in %d ms (%llu similar errors not logged)",
+             ledger_last_error(w->ledger), n, delay_ms, (unsigned long long)w->errors_unlogged);
+    w->last_error_log_us = now;
+    w->errors_unlogged = 0;
+}
+
+/* Applies the claimed batch until it commits: the entries stay claimed while
+ * the database refuses, so nothing is dropped. Returns 0, or -1 when the
+ * ledger can never take it (the master then requeues the claim). */
+static int apply_until_committed(struct worker *w, const struct txn_entry *batch, uint32_t n,
+                                 int64_t *applied_at_us)
+{
+    int delay_ms = BACKOFF_FIRST_MS;
+    for (unsigned retries = 0;; retries++) {
+        *applied_at_us = clock_wall_us();
+        enum ledger_result r = ledger_apply_batch(w->ledger, batch, n, *applied_at_us, w->outcomes);
+        if (r == LEDGER_OK) {
+            if (retries > 0)
+                log_info("batch of %u entries committed after %u retries", n, retries);
+            return 0;
+        }
+        if (r == LEDGER_FATAL) {
+            log_error("cannot apply batch of %u entries, stopping: %s", n,
+                      ledger_last_error(w->ledger));
+            return -1;
+        }
+        metrics_add(w->metrics, METRIC_db_errors, 1);
+        log_retry(w, n, delay_ms);
+        backoff_sleep(delay_ms);
+        heartbeat(w);
+        delay_ms = delay_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay_ms * 2;
+    }
+}
+
+static enum metric_id outcome_metric(const struct ledger_outcome *o, int64_t amount)
+{
+    if (o->replayed)
+        return METRIC_tx_replayed;
+    switch (o->status) {
+    case TXN_STATUS_APPLIED:
+        return amount > 0 ? METRIC_tx_applied_deposit : METRIC_tx_applied_withdrawal;
+    case TXN_STATUS_INSUFFICIENT_FUNDS:
+        return METRIC_tx_insufficient_funds;
+    case TXN_STATUS_UNKNOWN_ACCOUNT:
+        return METRIC_tx_unknown_account;
+    default:
+        return METRIC_tx_rejected;
+    }
+}
+
+static void count_outcomes(struct worker *w, const struct txn_entry *batch, uint32_t n,
+                           int64_t applied_at_us)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const struct ledger_outcome *o = &w->outcomes[i];
+        metrics_add(w->metrics, outcome_metric(o, batch[i].amount), 1);
+        if (o->replayed)
+            continue;
+        if (o->status == TXN_STATUS_APPLIED)
+            metrics_add(w->metrics, METRIC_balance_delta, batch[i].amount);
+        if (batch[i].queued_at_us > 0) /* a corrupt entry may have none */
+            metrics_record_latency(w->metrics, applied_at_us, applied_at_us - batch[i].queued_at_us);
+    }
+    metrics_add(w->metrics, METRIC_batches_committed, 1);
+}
+
+/* Claims, applies and acknowledges until the ring is empty after a stop
+ * request. Returns the process exit code. */
+static int run(struct worker *w)
+{
+    uint32_t max = w->cfg->batch_max == 0 || w->cfg->batch_max > RING_MAX_BATCH ? RING_MAX_BATCH
+                                                                                : w->cfg->batch_max;
+    for (;;) {
+        heartbeat(w);
+        const struct txn_entry *batch = NULL;
+        int n = ring_claim(w->ring, w->index, max, &batch);
+        if (n < 0 || n > RING_MAX_BATCH) {
+            log_error("ring_claim on slot %u returned %d", w->index, n);
+            return TXP_EXIT_FATAL;
+        }
+        if (n == 0) {
+            if (w->draining)
+                return 0;
+            ring_wait(w->ring, w->index, WAIT_MS);
+            continue;
+        }
+        int64_t applied_at_us;
+        if (apply_until_committed(w, batch, (uint32_t)n, &applied_at_us) != 0)
+            return TXP_EXIT_FATAL;
+        count_outcomes(w, batch, (uint32_t)n, applied_at_us);
+        ring_ack(w->ring, w->index);
+    }
+}
+
+int worker_main(const struct config *cfg, struct shm_seg *seg, uint32_t slot, uint32_t index)
+{
+    static struct worker w; /* the outcome array is too big for the stack */
+    memset(&w, 0, sizeof w);
+    w.cfg = cfg;
+    w.ring = seg->ring;
+    w.row = &seg->children[slot];
+    w.metrics = shm_metrics(seg, slot);
+    w.index = index;
+    if (install_signals() != 0)
+        return TXP_EXIT_FATAL;
+    w.ledger = ledger_open(cfg->db_path, cfg->sync);
+    if (w.ledger == NULL)
+        return TXP_EXIT_FATAL;
+    __atomic_store_n(&w.row->state, CHILD_RUNNING, __ATOMIC_RELAXED);
+    log_info("worker %u ready, db %s, batch_max %u", index, cfg->db_path, cfg->batch_max);
+    int rc = run(&w);
+    ledger_close(w.ledger);
+    if (rc == 0)
+        log_info("worker %u drained, exiting", index);
+    return rc;
+}
