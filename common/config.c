@@ -151,16 +151,12 @@ static void config_defaults(struct config *cfg)
     cfg->log_level = LOG_LEVEL_INFO;
 }
 
+/* Flags win over the environment, so a setting given on the command line
+ * is not read from the environment at all (a stale bad TXP_* value must not
+ * stop a start that overrides it). */
 int config_parse(struct config *cfg, int argc, char **argv)
 {
     config_defaults(cfg);
-    for (size_t i = 0; i < N_SPECS; i++) {
-        const char *v = specs[i].env ? getenv(specs[i].env) : NULL;
-        if (v != NULL && apply_option(cfg, i, v) != 0) {
-            fprintf(stderr, "txprocd: (from environment variable %s)\n", specs[i].env);
-            return -1;
-        }
-    }
 
     struct option longopts[N_SPECS + 1];
     for (size_t i = 0; i < N_SPECS; i++)
@@ -168,6 +164,8 @@ int config_parse(struct config *cfg, int argc, char **argv)
                                        NULL, (int)i + 256 };
     longopts[N_SPECS] = (struct option){ NULL, 0, NULL, 0 };
 
+    const char *flag_value[N_SPECS] = { 0 };
+    int flag_set[N_SPECS] = { 0 };
     optind = 1;
     opterr = 0;
     int c;
@@ -182,23 +180,38 @@ int config_parse(struct config *cfg, int argc, char **argv)
         }
         if (c < 256 || (size_t)(c - 256) >= N_SPECS) {
             const char *bad = argv[optind - 1];
-            if (optopt != 0 && c == '?' && optopt >= 256)
+            if (c == '?' && optopt >= 256)
                 fprintf(stderr, "txprocd: option '%s' needs a value (see --help)\n", bad);
             else
                 fprintf(stderr, "txprocd: unknown option '%s' (see --help)\n", bad);
             return -1;
         }
-        if (apply_option(cfg, (size_t)(c - 256), optarg) != 0)
-            return -1;
+        flag_set[c - 256] = 1;
+        flag_value[c - 256] = optarg;
     }
     if (optind < argc) {
         fprintf(stderr, "txprocd: unexpected argument '%s' (see --help)\n", argv[optind]);
         return -1;
     }
+
+    for (size_t i = 0; i < N_SPECS; i++) {
+        const char *v = specs[i].env && !flag_set[i] ? getenv(specs[i].env) : NULL;
+        if (v != NULL && apply_option(cfg, i, v) != 0) {
+            fprintf(stderr, "txprocd: (from environment variable %s)\n", specs[i].env);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < N_SPECS; i++)
+        if (flag_set[i] && apply_option(cfg, i, flag_value[i]) != 0)
+            return -1;
+
     if (cfg->batch_max > cfg->queue_size) {
-        fprintf(stderr, "txprocd: --batch-max (%u) cannot exceed --queue-size (%u)\n", cfg->batch_max,
-                cfg->queue_size);
-        return -1;
+        if (flag_set[5] || getenv("TXP_BATCH_MAX") != NULL) {
+            fprintf(stderr, "txprocd: --batch-max (%u) cannot exceed --queue-size (%u)\n",
+                    cfg->batch_max, cfg->queue_size);
+            return -1;
+        }
+        cfg->batch_max = cfg->queue_size; /* the default adapts to a small queue */
     }
     if (cfg->shm_name[0] == '\0')
         shm_default_name(cfg->shm_name, sizeof cfg->shm_name, cfg->port);

@@ -46,7 +46,9 @@ extern const struct metric_info metric_table[METRIC__COUNT];
 static inline void metrics_add(struct metric_block *b, enum metric_id id, int64_t v)
 {
     int64_t *p = &b->counters[id];
-    __atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+    /* Unsigned arithmetic: a SUM counter wraps instead of overflowing (UB). */
+    uint64_t next = (uint64_t)__atomic_load_n(p, __ATOMIC_RELAXED) + (uint64_t)v;
+    __atomic_store_n(p, (int64_t)next, __ATOMIC_RELAXED);
 }
 
 void metrics_record_latency(struct metric_block *b, int64_t at_us, int64_t latency_us);

@@ -102,7 +102,7 @@ struct shm_header {
     struct shm_params params;
     /* Ledger totals read by the master at start, so the average balance can
      * be derived from counters without SQL on the hot path. */
-    int64_t initial_balance_sum;
+    double initial_balance_sum;
     int64_t initial_balance_delta; /* balance_delta counter total at that time */
     int64_t account_count;
     uint64_t children_off, metrics_off, history_off, ring_off, ring_bytes;

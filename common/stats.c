@@ -5,11 +5,21 @@
 #include "stats.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "clock.h"
 
 #define STATS_RECENT_MAX 1000
+
+/* cJSON keeps numbers as doubles and prints large ones in exponent form;
+ * counters and balances are int64 and must print exactly. */
+static void add_int(cJSON *obj, const char *key, int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%lld", (long long)v);
+    cJSON_AddRawToObject(obj, key, buf);
+}
 
 const char *stats_role_name(int role)
 {
@@ -61,13 +71,13 @@ cJSON *stats_queue_json(const struct shm_seg *seg)
     struct ring_stats rs;
     ring_stats(seg->ring, &rs);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "depth", (double)rs.depth);
-    cJSON_AddNumberToObject(o, "claimed", (double)rs.claimed);
-    cJSON_AddNumberToObject(o, "capacity", (double)rs.capacity);
-    cJSON_AddNumberToObject(o, "high_water", (double)rs.high_water);
-    cJSON_AddNumberToObject(o, "repairs", (double)rs.repairs);
-    cJSON_AddNumberToObject(o, "requeued", (double)rs.requeued);
-    cJSON_AddNumberToObject(o, "next_txid", (double)ring_next_txid(seg->ring));
+    add_int(o, "depth", (int64_t)rs.depth);
+    add_int(o, "claimed", (int64_t)rs.claimed);
+    add_int(o, "capacity", (int64_t)rs.capacity);
+    add_int(o, "high_water", (int64_t)rs.high_water);
+    add_int(o, "repairs", (int64_t)rs.repairs);
+    add_int(o, "requeued", (int64_t)rs.requeued);
+    add_int(o, "next_txid", (int64_t)ring_next_txid(seg->ring));
     return o;
 }
 
@@ -100,17 +110,17 @@ static void add_counts(cJSON *doc, const struct metric_totals *t)
 {
     const int64_t *c = t->counters;
     cJSON *counts = cJSON_AddObjectToObject(doc, "transaction_counts");
-    cJSON_AddNumberToObject(counts, "deposits", (double)c[METRIC_tx_applied_deposit]);
-    cJSON_AddNumberToObject(counts, "withdrawals", (double)c[METRIC_tx_applied_withdrawal]);
-    cJSON_AddNumberToObject(counts, "insufficient_funds", (double)c[METRIC_tx_insufficient_funds]);
-    cJSON_AddNumberToObject(counts, "error", (double)(c[METRIC_http_bad_request] +
-                                                      c[METRIC_tx_unknown_account] + c[METRIC_tx_rejected]));
-    cJSON_AddNumberToObject(counts, "queue_full", (double)c[METRIC_tx_queue_full]);
-    cJSON_AddNumberToObject(doc, "total_requests", (double)c[METRIC_http_requests]);
+    add_int(counts, "deposits", c[METRIC_tx_applied_deposit]);
+    add_int(counts, "withdrawals", c[METRIC_tx_applied_withdrawal]);
+    add_int(counts, "insufficient_funds", c[METRIC_tx_insufficient_funds]);
+    add_int(counts, "error", c[METRIC_http_bad_request] + c[METRIC_tx_unknown_account] +
+                                 c[METRIC_tx_rejected]);
+    add_int(counts, "queue_full", c[METRIC_tx_queue_full]);
+    add_int(doc, "total_requests", c[METRIC_http_requests]);
 
     cJSON *all = cJSON_AddObjectToObject(doc, "counters");
     for (unsigned i = 0; i < METRIC__COUNT; i++)
-        cJSON_AddNumberToObject(all, metric_table[i].name, (double)c[i]);
+        add_int(all, metric_table[i].name, c[i]);
 }
 
 static void add_latency(cJSON *doc, const struct shm_seg *seg, const struct metric_totals *t)
@@ -148,9 +158,9 @@ cJSON *stats_metrics_json(const struct shm_seg *seg)
     add_history(doc, "average_balance_history", seg->history, 0);
     add_latency(doc, seg, t);
     add_history(doc, "queue_size_history", seg->history, 1);
-    cJSON_AddNumberToObject(doc, "current_queue_size", (double)(rs.depth + rs.claimed));
+    add_int(doc, "current_queue_size", (int64_t)(rs.depth + rs.claimed));
     cJSON_AddNumberToObject(doc, "applied_per_second", applied_rate(seg->history));
-    cJSON_AddNumberToObject(doc, "queue_capacity", (double)rs.capacity);
+    add_int(doc, "queue_capacity", (int64_t)rs.capacity);
     cJSON_AddNumberToObject(doc, "uptime_s", (double)(clock_wall_us() - seg->hdr->started_at_us) / 1e6);
     cJSON_AddNumberToObject(doc, "master_pid", seg->hdr->master_pid);
 

@@ -16,9 +16,10 @@
 #include "lookup.h"
 #include "routes.h"
 
-/* Above cfg->max_body so that bodies up to this size reach routes.c and get
- * a JSON 413; beyond it evhttp refuses them itself without reading them. */
-#define HTTP_BODY_HARD_LIMIT (64 * 1024)
+/* Bodies up to this much over cfg->max_body still reach routes.c and get a
+ * JSON 413; beyond that evhttp refuses them itself (an HTML 413, connection
+ * closed) without reading them, so a huge Content-Length costs nothing. */
+#define HTTP_BODY_SLACK (1024 * 1024)
 #define HTTP_DRAIN_GRACE_S 1
 
 struct server {
@@ -42,8 +43,8 @@ static void begin_drain(struct server *s, const char *why)
     log_info("draining (%s)", why);
     s->routes.draining = 1;
     set_state(s, CHILD_DRAINING);
-    /* Closes only this process's copy of the listening socket: the master
-     * and the other frontends keep theirs. */
+    /* Closes only this process's copy of the listening socket; the copies
+     * held by the master and the other frontends are theirs to close. */
     if (s->bound) {
         evhttp_del_accept_socket(s->http, s->bound);
         s->bound = NULL;
@@ -121,9 +122,7 @@ static int setup_http(struct server *s, const struct config *cfg, int listen_fd)
         return -1;
     }
     evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_headers);
-    evhttp_set_max_body_size(s->http, cfg->max_body > HTTP_BODY_HARD_LIMIT
-                                          ? (ev_ssize_t)cfg->max_body + 1
-                                          : HTTP_BODY_HARD_LIMIT);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)cfg->max_body + HTTP_BODY_SLACK);
     evhttp_set_timeout(s->http, (int)cfg->http_timeout_s);
     /* Everything we can name in a 405; evhttp answers the rest itself. */
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |

@@ -127,12 +127,15 @@ static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request 
     }
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
+    /* The body may arrive in several chunks; make it one contiguous run. */
     const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!body) {
+        respond_error(req, c->metrics, 500, "out of memory");
+        return;
+    }
     struct txn_entry e;
     struct validate_error err;
-    if (!body || validate_transaction(body, len, c->cfg->max_body, &e, &err) != 0) {
-        if (!body)
-            err = (struct validate_error){ 500, "out of memory" };
+    if (validate_transaction(body, len, c->cfg->max_body, &e, &err) != 0) {
         respond_error(req, c->metrics, err.status, "%s", err.message);
         return;
     }

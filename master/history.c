@@ -20,7 +20,7 @@ void history_sample(struct shm_seg *seg)
     const struct shm_header *h = seg->hdr;
     int64_t delta = t->counters[METRIC_balance_delta] - h->initial_balance_delta;
     double avg = h->account_count > 0
-                     ? (double)(h->initial_balance_sum + delta) / (double)h->account_count
+                     ? (h->initial_balance_sum + (double)delta) / (double)h->account_count
                      : 0.0;
     int64_t outcomes = t->counters[METRIC_tx_applied_deposit] + t->counters[METRIC_tx_applied_withdrawal] +
                        t->counters[METRIC_tx_insufficient_funds] + t->counters[METRIC_tx_unknown_account] +

@@ -1,9 +1,12 @@
 /* txprocd: the master process. Reads the configuration, prepares the ledger
  * schema, binds the listening socket, creates (or adopts) the shared segment
  * and hands over to the supervisor, which forks frontends and workers. */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -36,6 +39,26 @@ static void record_totals(struct shm_seg *seg, const struct ledger_totals *t)
     seg->hdr->account_count = t->account_count;
 }
 
+/* One instance per ledger: txids are dense per instance, so two instances
+ * on one ledger would hand out the same ids and one would skip the other's
+ * transactions as replays. The flock is inherited by every child and so held
+ * while any process of this instance lives (SQLite's own locks are fcntl
+ * locks, which flock does not disturb). Returns the fd or -1. */
+static int lock_ledger(const char *db_path)
+{
+    int fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        log_error("open(%s): %s", db_path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        log_error("ledger %s is in use by another txprocd instance; one instance per ledger", db_path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -46,6 +69,9 @@ int main(int argc, char **argv)
     log_set_level((enum log_level)cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
 
+    int ledger_lock_fd = lock_ledger(cfg.db_path);
+    if (ledger_lock_fd < 0)
+        return TXP_EXIT_CONFIG;
     struct ledger_totals totals;
     if (ledger_prepare(cfg.db_path, &totals) != 0)
         return 1;
@@ -72,5 +98,6 @@ int main(int argc, char **argv)
 
     rc = supervisor_run(&cfg, &seg, listen_fd);
     shm_close(&seg);
+    close(ledger_lock_fd);
     return rc;
 }

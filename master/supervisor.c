@@ -56,6 +56,7 @@ struct supervisor {
     struct role_crashes crashes[3]; /* indexed by enum child_role */
     enum phase phase;
     int64_t phase_deadline_us;
+    int drain_expired;        /* workers were killed at the drain deadline */
     int ready;
     int exit_code;
     sigset_t sigs;
@@ -71,11 +72,16 @@ static void on_sigchld(int sig)
     (void)sig; /* only here so SIGCHLD is never discarded; sigtimedwait takes it */
 }
 
-static void child_reset_signals(void)
+/* A worker keeps SIGTERM blocked until it has installed its own handler
+ * (worker_main unblocks it), so a drain request sent right after fork is
+ * held, not lost to the default action. */
+static void child_reset_signals(int role)
 {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    sigset_t mask;
+    sigemptyset(&mask);
+    if (role == ROLE_WORKER)
+        sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
@@ -92,7 +98,7 @@ static void child_run(struct supervisor *s, uint32_t i)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != s->master_pid)
         _exit(1);
-    child_reset_signals();
+    child_reset_signals(s->slots[i].role);
     char role[32];
     snprintf(role, sizeof role, "%s-%u", role_name(s->slots[i].role), s->slots[i].index);
     log_set_role(role);
@@ -124,6 +130,8 @@ static void spawn(struct supervisor *s, uint32_t i)
         child_run(s, i);
     sl->pid = pid;
     sl->started_us = clock_mono_us();
+    if (sl->role == ROLE_WORKER && s->phase == PHASE_DRAIN_WORKERS)
+        kill(pid, SIGTERM); /* a replacement during the drain drains too */
     row->pid = pid;
     row->started_at_us = clock_wall_us();
     row->heartbeat_us = sl->started_us;
@@ -213,7 +221,7 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
         }
     }
 
-    if (expected || (sl->role == ROLE_FRONTEND && s->phase != PHASE_RUNNING))
+    if (expected || (sl->role == ROLE_FRONTEND && s->phase != PHASE_RUNNING) || s->drain_expired)
         return;
     if (WIFEXITED(status) && WEXITSTATUS(status) == TXP_EXIT_FATAL) {
         log_error("%s %u exited with the fatal code %d: not restarting it", role_name(sl->role),
@@ -318,6 +326,7 @@ static void drain_step(struct supervisor *s, int64_t now)
             log_warn("drain timeout (%u s) reached; stopping workers", s->cfg->drain_timeout_s);
             for (uint32_t i = 0; i < s->n_slots; i++)
                 s->slots[i].restart_at_us = 0;
+            s->drain_expired = 1;
             signal_role(s, ROLE_WORKER, SIGKILL);
             s->phase_deadline_us = INT64_MAX;
         }

@@ -308,7 +308,7 @@ struct ledger *ledger_open(const char *db_path, enum sync_mode sync)
         log_error("ledger_open: out of memory");
         return NULL;
     }
-    l->db = ldb_open(db_path);
+    l->db = ldb_open(db_path, 0);
     if (l->db == NULL || configure(l, db_path, sync) != 0 || prepare_all(l) != 0) {
         ledger_close(l);
         return NULL;

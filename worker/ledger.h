@@ -15,7 +15,7 @@
 /* Totals the master reads once at start (before forking). */
 struct ledger_totals {
     int64_t max_txid;      /* 0 if none recorded */
-    int64_t balance_sum;
+    double balance_sum;    /* a double: the sum of int64 balances may exceed int64 */
     int64_t account_count;
     int64_t tx_count;      /* rows in transactions */
 };

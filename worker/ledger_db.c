@@ -10,11 +10,11 @@
 
 #include "log.h"
 
-sqlite3 *ldb_open(const char *db_path)
+sqlite3 *ldb_open(const char *db_path, int create)
 {
     /* Create the file ourselves: sqlite3_open_v2 would create it with 0644
      * minus umask, and balances are nobody else's business. */
-    int fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(db_path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
     if (fd < 0) {
         log_error("open(%s): %s", db_path, strerror(errno));
         return NULL;
@@ -51,14 +51,17 @@ int ldb_exec(sqlite3 *db, const char *sql, const char *what)
     return rc;
 }
 
-int ldb_query_int64(sqlite3 *db, const char *sql, int64_t *out)
+int ldb_query_number(sqlite3 *db, const char *sql, int64_t *as_int, double *as_real)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
-            *out = sqlite3_column_int64(st, 0);
+            if (as_int != NULL)
+                *as_int = sqlite3_column_int64(st, 0);
+            if (as_real != NULL)
+                *as_real = sqlite3_column_double(st, 0);
             rc = SQLITE_OK;
         } else if (rc == SQLITE_DONE) {
             rc = SQLITE_ERROR; /* the queries used here always return a row */
@@ -68,6 +71,11 @@ int ldb_query_int64(sqlite3 *db, const char *sql, int64_t *out)
         log_error("%s: %s", sql, sqlite3_errmsg(db));
     sqlite3_finalize(st);
     return rc;
+}
+
+int ldb_query_int64(sqlite3 *db, const char *sql, int64_t *out)
+{
+    return ldb_query_number(db, sql, out, NULL);
 }
 
 int ldb_enable_wal(sqlite3 *db)

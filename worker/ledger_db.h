@@ -19,10 +19,11 @@
     "card_number TEXT, amount INTEGER, success INTEGER, "                          \
     "timestamp DATETIME DEFAULT CURRENT_TIMESTAMP)"
 
-/* Opens db_path read-write, creating it with mode 0600 if it does not exist
- * (SQLite gives the -wal and -shm files the same mode as the database).
- * Returns the handle or NULL after logging why. */
-sqlite3 *ldb_open(const char *db_path);
+/* Opens db_path read-write. With create, a missing file is created with mode
+ * 0600 (SQLite gives the -wal and -shm files the same mode as the database);
+ * without, a missing file is an error. Returns the handle or NULL after
+ * logging why. */
+sqlite3 *ldb_open(const char *db_path, int create);
 
 /* Closes db; a failure (unfinalized statements) is a bug and is logged. */
 void ldb_close(sqlite3 *db);
@@ -34,6 +35,8 @@ int ldb_exec(sqlite3 *db, const char *sql, const char *what);
 /* Runs a one-row, one-column query and stores column 0 as an integer (0 for
  * NULL). Returns the SQLite result code; logs on failure. */
 int ldb_query_int64(sqlite3 *db, const char *sql, int64_t *out);
+/* The same, storing column 0 as an integer and/or a double (either may be NULL). */
+int ldb_query_number(sqlite3 *db, const char *sql, int64_t *as_int, double *as_real);
 
 /* Switches the database to WAL. Returns 0, or -1 (logged) if SQLite refused
  * or kept another journal mode. */

@@ -142,9 +142,10 @@ static int read_totals(sqlite3 *db, const char *db_path, struct ledger_totals *o
         rc = ldb_query_int64(db, "SELECT COUNT(*) FROM transactions", &out->tx_count);
     if (rc == SQLITE_OK)
         rc = ldb_query_int64(db, "SELECT COUNT(*) FROM users", &out->account_count);
-    /* SUM fails with "integer overflow" rather than going inexact. */
+    /* TOTAL, unlike SUM, cannot fail with "integer overflow": the sum only
+     * feeds the average-balance chart, where a double is what is shown. */
     if (rc == SQLITE_OK)
-        rc = ldb_query_int64(db, "SELECT COALESCE(SUM(balance), 0) FROM users", &out->balance_sum);
+        rc = ldb_query_number(db, "SELECT TOTAL(balance) FROM users", NULL, &out->balance_sum);
     if (rc == SQLITE_OK)
         rc = ldb_query_int64(db, "SELECT COUNT(*) FROM users WHERE typeof(balance) <> 'integer'",
                              &odd);
@@ -153,8 +154,8 @@ static int read_totals(sqlite3 *db, const char *db_path, struct ledger_totals *o
     if (odd > 0)
         log_warn("%s: %lld accounts have a balance that is not an integer; transactions on them "
                  "will be rejected", db_path, (long long)odd);
-    log_info("ledger: %lld accounts, balance sum %lld, %lld transactions, last txid %lld",
-             (long long)out->account_count, (long long)out->balance_sum,
+    log_info("ledger: %lld accounts, balance sum %.0f, %lld transactions, last txid %lld",
+             (long long)out->account_count, out->balance_sum,
              (long long)out->tx_count, (long long)out->max_txid);
     return 0;
 }
@@ -162,7 +163,7 @@ static int read_totals(sqlite3 *db, const char *db_path, struct ledger_totals *o
 int ledger_prepare(const char *db_path, struct ledger_totals *out)
 {
     memset(out, 0, sizeof *out);
-    sqlite3 *db = ldb_open(db_path);
+    sqlite3 *db = ldb_open(db_path, 1);
     if (db == NULL)
         return -1;
     int rc = sqlite3_busy_timeout(db, PREPARE_BUSY_TIMEOUT_MS);

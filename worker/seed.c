@@ -118,7 +118,7 @@ int ledger_seed(const char *db_path, unsigned accounts, unsigned seed)
                   LEDGER_SEED_MAX_ACCOUNTS);
         return -1;
     }
-    sqlite3 *db = ldb_open(db_path);
+    sqlite3 *db = ldb_open(db_path, 1);
     if (db == NULL)
         return -1;
     int ret = seed_into(db, db_path, accounts, seed);

@@ -9,6 +9,7 @@
  * batch come back as replayed entries, which are not counted again. */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,15 +46,22 @@ static void on_stop(int sig)
 
 /* No SA_RESTART: the signal must cut a futex wait or a back-off sleep short.
  * A SIGINT the master set to be ignored stays ignored (Ctrl-C reaches the
- * whole group, and the master decides the stopping order). */
+ * whole group, and the master decides the stopping order). SIGTERM is
+ * unblocked only once the handler is in place, so a parent that keeps it
+ * blocked across fork can tell a fresh worker to drain at once, without the
+ * default action killing it first. */
 static int install_signals(void)
 {
     struct sigaction stop = { .sa_handler = on_stop }, ignore = { .sa_handler = SIG_IGN }, old;
+    sigset_t term;
     sigemptyset(&stop.sa_mask);
     sigemptyset(&ignore.sa_mask);
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
     if (sigaction(SIGTERM, &stop, NULL) != 0 || sigaction(SIGPIPE, &ignore, NULL) != 0 ||
         sigaction(SIGINT, NULL, &old) != 0 ||
-        (old.sa_handler != SIG_IGN && sigaction(SIGINT, &stop, NULL) != 0)) {
+        (old.sa_handler != SIG_IGN && sigaction(SIGINT, &stop, NULL) != 0) ||
+        sigprocmask(SIG_UNBLOCK, &term, NULL) != 0) {
         log_error("sigaction: %s", strerror(errno));
         return -1;
     }
@@ -84,8 +92,12 @@ static void log_retry(struct worker *w, uint32_t n, int delay_ms)
         w->errors_unlogged++;
         return;
     }
-    log_warn("%s on batch of %u entries, retry in %d ms (%llu similar errors not logged)",
-             ledger_last_error(w->ledger), n, delay_ms, (unsigned long long)w->errors_unlogged);
+    char unlogged[64] = "";
+    if (w->errors_unlogged > 0)
+        snprintf(unlogged, sizeof unlogged, " (%llu more errors since the last report)",
+                 (unsigned long long)w->errors_unlogged);
+    log_warn("%s on batch of %u entries, retry in %d ms%s", ledger_last_error(w->ledger), n,
+             delay_ms, unlogged);
     w->last_error_log_us = now;
     w->errors_unlogged = 0;
 }

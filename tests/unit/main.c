@@ -1,7 +1,10 @@
 /* Unit-test runner: forks one child per registered test, enforces its time
  * limit, and prints one line per test and a closing "N passed, N failed".
- * Arguments filter tests by substring: `unit_tests ring` runs ring tests. */
+ * A test's stderr (logs, check failures) is shown only when it fails, or
+ * always with UNIT_VERBOSE=1. Arguments filter tests by substring:
+ * `unit_tests ring` runs the ring tests. */
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -47,16 +50,29 @@ static int wanted(const char *name, int argc, char **argv)
     return 0;
 }
 
-static int run_one(const struct unit_test *t)
+/* Copies what the test wrote to its captured stderr onto ours. */
+static void replay_output(FILE *captured)
+{
+    char buf[4096];
+    size_t n;
+    rewind(captured);
+    while ((n = fread(buf, 1, sizeof buf, captured)) > 0)
+        fwrite(buf, 1, n, stderr);
+}
+
+static int run_one(const struct unit_test *t, int verbose)
 {
     fflush(stdout);
     fflush(stderr);
+    FILE *captured = verbose ? NULL : tmpfile();
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
         return -1;
     }
     if (pid == 0) {
+        if (captured != NULL)
+            dup2(fileno(captured), STDERR_FILENO);
         alarm(t->timeout_s);
         t->fn();
         _exit(0);
@@ -65,23 +81,28 @@ static int run_one(const struct unit_test *t)
     while (waitpid(pid, &status, 0) < 0) {
         /* EINTR only: keep waiting for this test */
     }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return 0;
+    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && captured != NULL)
+        replay_output(captured);
+    if (captured != NULL)
+        fclose(captured);
     if (WIFSIGNALED(status))
         fprintf(stderr, "  killed by signal %d%s\n", WTERMSIG(status),
                 WTERMSIG(status) == SIGALRM ? " (time limit)" : "");
-    return -1;
+    return ok ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
     unsigned passed = 0, failed = 0;
+    const char *v = getenv("UNIT_VERBOSE");
+    int verbose = v != NULL && strcmp(v, "0") != 0;
     for (unsigned i = 0; i < n_tests; i++) {
         if (!wanted(tests[i].name, argc, argv))
             continue;
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
-        int rc = run_one(&tests[i]);
+        int rc = run_one(&tests[i], verbose);
         clock_gettime(CLOCK_MONOTONIC, &b);
         double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
         printf("%s %-50s %8.1f ms\n", rc == 0 ? "ok  " : "FAIL", tests[i].name, ms);

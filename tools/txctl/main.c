@@ -38,9 +38,12 @@ static int print_json(cJSON *doc)
     return 0;
 }
 
+/* Reads a number from a stats document; int64 values are stored raw. */
 static double num(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsRaw(v))
+        return strtod(v->valuestring, NULL);
     return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
 }
 
