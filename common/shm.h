@@ -108,7 +108,17 @@ struct shm_header {
     uint64_t children_off, metrics_off, history_off, ring_off, ring_bytes;
 } __attribute__((aligned(64)));
 
-enum master_state { MASTER_STARTING = 1, MASTER_RUNNING = 2, MASTER_DRAINING = 3, MASTER_STOPPED = 4 };
+/* DRAINING: frontends are stopping (new requests may still be queued).
+ * DRAINING_WORKERS: every frontend is gone; workers may exit once the ring is
+ * empty. A worker never exits on SIGTERM alone: a signal sent to the whole
+ * process group would otherwise stop it while frontends still accept. */
+enum master_state {
+    MASTER_STARTING = 1,
+    MASTER_RUNNING = 2,
+    MASTER_DRAINING = 3,
+    MASTER_DRAINING_WORKERS = 4,
+    MASTER_STOPPED = 5,
+};
 
 /* A mapped segment. */
 struct shm_seg {

@@ -309,6 +309,7 @@ static void drain_step(struct supervisor *s, int64_t now)
         if (alive(s, ROLE_FRONTEND) == 0) {
             s->phase = PHASE_DRAIN_WORKERS;
             s->phase_deadline_us = now + (int64_t)s->cfg->drain_timeout_s * 1000000;
+            __atomic_store_n(&s->seg->hdr->master_state, MASTER_DRAINING_WORKERS, __ATOMIC_SEQ_CST);
             log_info("frontends stopped; %llu entries left to apply",
                      (unsigned long long)ring_pending(s->seg->ring));
             signal_role(s, ROLE_WORKER, SIGTERM);

@@ -27,6 +27,7 @@ static volatile sig_atomic_t stop_requested;
 
 struct worker {
     const struct config *cfg;
+    const struct shm_header *hdr;
     struct ring *ring;
     struct shm_child *row;
     struct metric_block *metrics;
@@ -162,8 +163,16 @@ static void count_outcomes(struct worker *w, const struct txn_entry *batch, uint
     metrics_add(w->metrics, METRIC_batches_committed, 1);
 }
 
-/* Claims, applies and acknowledges until the ring is empty after a stop
- * request. Returns the process exit code. */
+/* The master says so once every frontend has exited: from then on nothing
+ * new is queued and an empty ring stays empty. */
+static int frontends_gone(const struct worker *w)
+{
+    int state = __atomic_load_n(&w->hdr->master_state, __ATOMIC_SEQ_CST);
+    return state == MASTER_DRAINING_WORKERS || state == MASTER_STOPPED;
+}
+
+/* Claims, applies and acknowledges until, after a stop request, the ring is
+ * empty and no frontend can add to it. Returns the process exit code. */
 static int run(struct worker *w)
 {
     uint32_t max = w->cfg->batch_max == 0 || w->cfg->batch_max > RING_MAX_BATCH ? RING_MAX_BATCH
@@ -177,7 +186,7 @@ static int run(struct worker *w)
             return TXP_EXIT_FATAL;
         }
         if (n == 0) {
-            if (w->draining)
+            if (w->draining && frontends_gone(w))
                 return 0;
             ring_wait(w->ring, w->index, WAIT_MS);
             continue;
@@ -195,6 +204,7 @@ int worker_main(const struct config *cfg, struct shm_seg *seg, uint32_t slot, ui
     static struct worker w; /* the outcome array is too big for the stack */
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
+    w.hdr = seg->hdr;
     w.ring = seg->ring;
     w.row = &seg->children[slot];
     w.metrics = shm_metrics(seg, slot);

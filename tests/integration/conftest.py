@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import socket
 import sqlite3
@@ -31,7 +32,6 @@ HTTP_TIMEOUT = 10          # seconds, every HTTP call
 READY_TIMEOUT = 10         # /healthz must answer within this after start
 STOP_TIMEOUT = 20          # SIGTERM -> exit
 FINAL_STATUSES = {"applied", "insufficient_funds", "unknown_account", "rejected"}
-ALL_STATUSES = FINAL_STATUSES | {"queued"}
 
 
 def card(n):
@@ -86,13 +86,18 @@ def group_members(pgid):
     return pids
 
 
-def pid_alive(pid):
+def proc_state(pid):
+    """The one-letter state of pid from /proc (R, S, T, Z...), None if gone."""
     try:
         with open("/proc/%d/stat" % pid) as f:
             stat = f.read()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
+        return None
+    return stat[stat.rfind(")") + 2:].split()[0]
+
+
+def pid_alive(pid):
+    return proc_state(pid) not in (None, "Z")
 
 
 def wait_until(predicate, timeout, what, interval=0.05):
@@ -155,7 +160,7 @@ class Server:
     loopback port and a unique shared-memory name, logging to a file."""
 
     def __init__(self, workdir, db=None, accounts=1000, seed=1, args=(), env=None,
-                 workers=None, frontends=None, via_env=False):
+                 workers=None, frontends=None, via_env=False, omit=()):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = Path(db) if db else seed_db(self.workdir / "users.db", accounts, seed)
@@ -166,6 +171,7 @@ class Server:
             self.extra_args += ["--frontends", str(frontends)]
         self.env = env or {}
         self.via_env = via_env  # pass listen/db/shm name as TXP_* variables, not flags
+        self.omit = set(omit)   # of "--db", "--shm-name": rely on the server's default
         self.shm_name = unique_shm_name()
         self.port = None
         self.proc = None
@@ -190,12 +196,16 @@ class Server:
         for _attempt in range(3):
             self.port = free_port()
             self._log = open(self.log_path, "ab")
+            if "--shm-name" in self.omit:
+                self.shm_name = "/txprocd-%d" % self.port
             where = {"--listen": "127.0.0.1:%d" % self.port, "--db": str(self.db),
                      "--shm-name": self.shm_name}
+            for flag in self.omit:
+                del where[flag]
             env = dict(self.env)
             if self.via_env:
-                env.update({"TXP_LISTEN": where["--listen"], "TXP_DB_PATH": where["--db"],
-                            "TXP_SHM_NAME": where["--shm-name"]})
+                names = {"--listen": "TXP_LISTEN", "--db": "TXP_DB_PATH", "--shm-name": "TXP_SHM_NAME"}
+                env.update({names[flag]: value for flag, value in where.items()})
                 argv = [str(TXPROCD), *self.extra_args]
             else:
                 argv = [str(TXPROCD), *[x for kv in where.items() for x in kv], *self.extra_args]
@@ -304,7 +314,9 @@ class Server:
             self.session.close()
 
     def stop_and_check(self):
-        """Graceful stop expected to succeed: exit 0 and no child left."""
+        """Graceful stop expected to succeed: exit 0, no child left, and no
+        sanitizer report in the log (a crashing child would otherwise just be
+        restarted without anyone noticing)."""
         try:
             if self.proc is None:
                 return
@@ -314,13 +326,19 @@ class Server:
                 self._reap()
                 assert not unexpected, "txprocd died on its own with code %r\n%s" % (
                     self.returncode, self.log_tail())
-                return
-            rc = self.terminate()
-            assert rc == 0, "txprocd exit code %r after SIGTERM\n%s" % (rc, self.log_tail())
-            left = self.leftover_children()
-            assert not left, "processes outlived the master: %r\n%s" % (left, self.log_tail())
+            else:
+                rc = self.terminate()
+                assert rc == 0, "txprocd exit code %r after SIGTERM\n%s" % (rc, self.log_tail())
+                left = self.leftover_children()
+                assert not left, "processes outlived the master: %r\n%s" % (left, self.log_tail())
+            reports = self.sanitizer_reports()
+            assert not reports, "sanitizer reports in the server log:\n%s" % "\n".join(reports[:20])
         finally:
             self.cleanup()
+
+    def sanitizer_reports(self):
+        return [line for line in self.log_text().splitlines()
+                if re.search(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer", line)]
 
     def log_text(self):
         try:
@@ -373,6 +391,21 @@ class Server:
     def children(self):
         return self.txctl_json("children")["children"]
 
+    def running_child(self, role):
+        return next(c for c in self.children() if c["role"] == role and c["state"] == "running")
+
+    def wait_restarted(self, slot, old_pid, timeout=15):
+        """Waits for child slot to run again under a new pid after old_pid
+        died; returns its children row."""
+        def restarted():
+            for c in self.children():
+                if c["slot"] == slot and c["pid"] not in (old_pid, 0, None) \
+                        and c["state"] == "running" and c["restarts"] >= 1:
+                    return c
+            return None
+        return wait_until(restarted, timeout, "slot %d (pid %d) to be restarted" % (slot, old_pid),
+                          interval=0.1)
+
     def child_pids(self, role):
         return [c["pid"] for c in self.children() if c["role"] == role and c["state"] != "exited"]
 
@@ -386,6 +419,42 @@ class Server:
 
     def wait_final(self, txids, timeout=60):
         return wait_final(self.db, txids, timeout)
+
+
+def sigstop(pid):
+    """SIGSTOP and wait until the process is really stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: proc_state(pid) in ("T", "t", None), 5, "pid %d to stop" % pid, interval=0.001)
+
+
+def stop_workers(srv):
+    """SIGSTOPs every worker of srv; returns their pids for cont_workers."""
+    pids = srv.child_pids("worker")
+    assert pids, srv.children()
+    for pid in pids:
+        sigstop(pid)
+    return pids
+
+
+def cont_workers(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def stop_holding_claim(srv, pid, attempts=300):
+    """SIGSTOPs worker pid at a moment when it holds an unacknowledged claim
+    (the server has a single worker); returns the claim size."""
+    for _ in range(attempts):
+        sigstop(pid)
+        claimed = srv.queue()["claimed"]
+        if claimed:
+            return claimed
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    pytest.fail("worker never caught holding a claim")
 
 
 # --------------------------------------------------------------------------
@@ -455,6 +524,21 @@ def wait_final(path, txids, timeout=60):
             pytest.fail("%d of %d accepted transactions not final after %ds (e.g. %r)"
                         % (len(missing), len(want), timeout, sorted(missing)[:10]))
         time.sleep(0.1)
+
+
+def assert_recorded_once(db, accepted):
+    """accepted: {txid: (card, amount)} of 202'd transactions. Each has exactly
+    one final row with its own data, and no txid appears twice. Rows for ids
+    whose 202 was lost with a dead connection may exist too."""
+    rows = wait_final(db, accepted, timeout=60)
+    dup = db_query(db, "SELECT txid, COUNT(*) FROM transactions WHERE txid IS NOT NULL "
+                       "GROUP BY txid HAVING COUNT(*) > 1 LIMIT 10")
+    assert not dup, "txids recorded more than once: %r" % dup
+    recorded = {t: (c, a) for t, c, a in db_query(
+        db, "SELECT txid, card_number, amount FROM transactions WHERE txid IS NOT NULL")}
+    wrong = [t for t, v in accepted.items() if recorded.get(t) != v]
+    assert not wrong, [(t, accepted[t], recorded.get(t)) for t in wrong[:5]]
+    return rows
 
 
 def db_outcome_counts(path):
@@ -558,8 +642,7 @@ class Load:
         return self.start().join(timeout)
 
     def _connect(self):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
-        return conn
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT)
 
     def _run(self, ops):
         box = [self._connect()]   # _send swaps in a new connection after an error

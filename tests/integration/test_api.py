@@ -1,16 +1,16 @@
 """The HTTP API, endpoint by endpoint and error code by error code."""
 import http.client
 import json
-import os
-import signal
 import socket
 import sqlite3
 import time
 
 import pytest
+import requests
 
-from conftest import (HTTP_TIMEOUT, assert_counters_match_db, card,
-                      unknown_card)
+from conftest import (HTTP_TIMEOUT, Load, assert_counters_match_db, card, cont_workers,
+                      final_rows, make_ops, stop_holding_claim, stop_workers, unknown_card,
+                      wait_until)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -103,10 +103,12 @@ def test_unknown_card_is_recorded_as_unknown_account(shared_server):
 
 def test_int64_overflow_is_rejected(server_factory):
     # Reaching the int64 edge through the API takes ~9,200 maximal deposits,
-    # so start the server on a ledger where one account is already near it.
+    # so start the server on a ledger where one account is already near it
+    # (and all others empty, so that the ledger's total still fits in int64).
     srv = server_factory(start=False)
     c = card(8)
     con = sqlite3.connect(str(srv.db))
+    con.execute("UPDATE users SET balance = 0")
     con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (2 ** 63 - 10, c))
     con.commit()
     con.close()
@@ -178,6 +180,9 @@ BAD_INPUT = [
     ("amount_beyond_int64", {"card_number": "6219 8619 0001 8640", "amount": 2 ** 64}, "amount"),
     ("amount_1e400", b'{"card_number": "6219 8619 0001 8640", "amount": 1e400}', "amount"),
     ("amount_exponent_huge", b'{"card_number": "6219 8619 0001 8640", "amount": 1e16}', "amount"),
+    ("amount_minus_zero", b'{"card_number": "6219 8619 0001 8640", "amount": -0}', "amount"),
+    ("amount_twice", b'{"card_number": "6219 8619 0001 8640", "amount": 1, "amount": -9999999}',
+     "amount"),
 ]
 
 
@@ -203,6 +208,23 @@ def test_body_over_4096_bytes_is_413(shared_server):
     body = json.dumps({"card_number": card(1), "amount": 1, "pad": "x" * 5000})
     r = shared_server.post("/transaction", data=body, headers=JSON)
     assert_error(r, 413)
+
+
+def test_very_large_body_is_413_json(shared_server):
+    body = json.dumps({"card_number": card(1), "amount": 1, "pad": "x" * 200000})
+    r = shared_server.post("/transaction", data=body, headers=JSON)
+    assert_error(r, 413)
+
+
+def test_huge_body_is_refused_with_413(shared_server):
+    # Past 1 MiB the HTTP layer refuses the body unread; the status is what counts.
+    body = json.dumps({"card_number": card(1), "amount": 1, "pad": "x" * (2 << 20)})
+    try:
+        r = shared_server.post("/transaction", data=body, headers=JSON)
+        assert r.status_code == 413, r.status_code
+    except requests.ConnectionError:
+        pass   # refused while the body was still being sent
+    assert shared_server.get("/healthz").status_code == 200
 
 
 def test_body_of_4097_bytes_is_413(shared_server):
@@ -435,7 +457,8 @@ def test_metrics_counts_match_traffic_and_db(server):
     assert all(r.status_code == 400 for r in bad)
     server.wait_final(ids, timeout=15)
 
-    m = assert_counters_match_db(lambda: server.metrics()["counters"], server.db)
+    assert_counters_match_db(lambda: server.metrics()["counters"], server.db)
+    m = server.metrics()
     c = m["counters"]
     assert c["tx_applied_deposit"] == 3
     assert c["tx_applied_withdrawal"] == 1
@@ -453,30 +476,44 @@ def test_metrics_counts_match_traffic_and_db(server):
     assert c["http_requests"] >= len(ids) + len(bad)
     assert m["queue"]["next_txid"] > max(ids)
     assert m["current_queue_size"] == 0
+    lat = m["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
+    assert len(m["transaction_times"]) == len(ids)
+    assert all(isinstance(t, (int, float)) and t >= 0 for t in m["transaction_times"])
+
+
+def test_metrics_history_tracks_ledger(server):
+    """average_balance_history and queue_size_history are sampled once a
+    second: their newest values follow the ledger and the queue."""
+    ids = [server.submit(card(i), 10 ** 9) for i in range(20)]
+    server.wait_final(ids, timeout=15)
+    total, count = server.query("SELECT SUM(balance), COUNT(*) FROM users")[0]
+
+    def caught_up():
+        m = server.metrics()
+        hist = m["average_balance_history"]
+        return hist and abs(hist[-1] - total / count) < 1 and m
+    m = wait_until(caught_up, 5, "average_balance_history to reach %.2f" % (total / count))
+    assert all(isinstance(v, (int, float)) for v in m["queue_size_history"])
+    pids = stop_workers(server)
+    try:
+        queued = [server.submit(card(1), 1) for _ in range(7)]
+        wait_until(lambda: server.metrics()["queue_size_history"][-1] == 7, 5,
+                   "queue_size_history to show 7 queued")
+        assert server.metrics()["current_queue_size"] == 7
+    finally:
+        cont_workers(pids)
+    server.wait_final(queued, timeout=15)
+    m = server.metrics()
+    assert m["uptime_s"] > 0
 
 
 # --------------------------------------------------------------------------
 # queue full, queued status (workers stopped)
 
 
-def stop_workers(srv):
-    pids = srv.child_pids("worker")
-    assert pids, srv.children()
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    return pids
-
-
-def cont_workers(pids):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
-
 def test_queue_full_returns_503_with_retry_after(server_factory):
-    srv = server_factory(args=["--queue-size", "4"], workers=1)
+    srv = server_factory(args=["--queue-size", "4", "--batch-max", "2"], workers=1)
     capacity = srv.queue()["capacity"]
     assert capacity == 4
     pids = stop_workers(srv)
@@ -495,14 +532,35 @@ def test_queue_full_returns_503_with_retry_after(server_factory):
             assert r.headers.get("Retry-After") == "1"
         m = srv.metrics()
         assert m["counters"]["tx_queue_full"] == len(refused)
+        assert m["queue_capacity"] == 4
         assert m["transaction_counts"]["queue_full"] == len(refused)
         assert m["current_queue_size"] == len(accepted)
+        # A refused transaction takes no id.
+        assert srv.queue()["next_txid"] == max(accepted) + 1
     finally:
         cont_workers(pids)
     rows = srv.wait_final(accepted, timeout=15)
     assert all(rows[t] == "applied" for t in accepted)
     # Room again once the worker has caught up.
     assert srv.post_tx(card(99), 1).status_code == 202
+
+
+def test_get_transaction_after_ring_wraparound(server_factory):
+    """With a 4-slot ring every slot is reused many times: old ids come from
+    the ledger with their own data, ids not handed out yet are 404."""
+    srv = server_factory(args=["--queue-size", "4", "--batch-max", "2"], workers=1)
+    sent = {}
+    for i in range(40):
+        txid = srv.submit(card(i), 1000 + i)
+        sent[txid] = (card(i), 1000 + i)
+        srv.wait_final([txid], timeout=15)
+    for txid, (c, amount) in sent.items():
+        body = srv.transaction(txid).json()
+        assert (body["id"], body["card_number"], body["amount"], body["status"]) == \
+            (str(txid), c, amount, "applied"), body
+    next_txid = srv.queue()["next_txid"]
+    for future in range(next_txid, next_txid + 5):
+        assert_error(srv.transaction(future), 404)
 
 
 def test_get_transaction_queued_while_workers_stopped(server_factory):
@@ -528,3 +586,33 @@ def test_get_transaction_queued_while_workers_stopped(server_factory):
     assert body["status"] == "applied"
     assert body["applied_at"]
 
+
+
+def test_claimed_entries_report_queued(server_factory):
+    """An entry a worker has claimed but not committed is neither in the ring
+    nor in the ledger: GET must still find it."""
+    srv = server_factory(workers=1)
+    load = Load(srv.port, make_ops(20000, 1000, rng_seed=21), threads=8)
+    load.start()
+    pid = None
+    try:
+        wait_until(lambda: load.done >= 300, 60, "load to get going")
+        pid = srv.child_pids("worker")[0]
+        claimed = stop_holding_claim(srv, pid)
+        load.stop.set()
+        load.join(timeout=30)
+        recorded = final_rows(srv.db)
+        pending = sorted(t for t in load.accepted if t not in recorded)
+        assert len(pending) >= claimed
+        # The claimed entries are the oldest pending ones.
+        for txid in pending[:claimed] + pending[-3:]:
+            r = srv.transaction(txid)
+            assert r.status_code == 200, (txid, r.status_code, r.text)
+            body = r.json()
+            assert body["status"] == "queued", body
+            assert (body["card_number"], body["amount"]) == load.accepted[txid]
+    finally:
+        load.stop.set()
+        if pid:
+            cont_workers([pid])
+    srv.wait_final(load.accepted, timeout=30)

@@ -1,4 +1,6 @@
 """Command line and environment configuration of txprocd."""
+import os
+
 import pytest
 
 from conftest import card, free_port, run_txprocd_briefly, seed_db, unique_shm_name
@@ -77,6 +79,16 @@ def test_port_in_use_fails_cleanly(server):
     assert server.get("/healthz").status_code == 200
 
 
+def test_second_instance_on_same_segment_is_refused(server):
+    args = ["--db", str(server.db), "--listen", "127.0.0.1:%d" % free_port(),
+            "--shm-name", server.shm_name]
+    rc, out, err = run_txprocd_briefly(args, timeout=20)
+    assert rc not in (0, None), "a second master took over a live instance's segment"
+    assert server.shm_name in err or "in use" in err, err
+    assert server.get("/healthz").status_code == 200
+    assert server.submit(card(1), 1)
+
+
 def worker_count(srv):
     return sum(1 for c in srv.children() if c["role"] == "worker")
 
@@ -105,9 +117,17 @@ def test_flag_overrides_env(server_factory):
     assert srv.queue()["capacity"] == 512
 
 
-def test_flag_overrides_bad_env(server_factory):
+def test_flag_overrides_bad_env_value(server_factory):
+    """A flag replaces its variable entirely: a stale bad TXP_WORKERS in the
+    environment must not stop a start that says --workers."""
     srv = server_factory(env={"TXP_WORKERS": "nonsense"}, workers=2)
     assert worker_count(srv) == 2
+
+
+def test_small_queue_adapts_default_batch(server_factory):
+    srv = server_factory(args=["--queue-size", "4"])
+    assert srv.queue()["capacity"] == 4
+    assert srv.post_tx(card(1), 5).status_code == 202
 
 
 def test_env_listen_db_and_shm_name(server_factory):
@@ -115,6 +135,17 @@ def test_env_listen_db_and_shm_name(server_factory):
     assert srv.get("/balance", params={"card_number": card(5)}).status_code == 200
     # txctl finds the instance under TXP_SHM_NAME, and it runs the env's worker count.
     assert worker_count(srv) == 1
+
+
+def test_default_db_and_shm_name(server_factory):
+    """Without --db the ledger is ./users.db; without --shm-name the segment
+    is /txprocd-<port>."""
+    srv = server_factory(omit=("--db", "--shm-name"))   # runs in the directory of the seeded DB
+    assert srv.shm_name == "/txprocd-%d" % srv.port
+    assert os.path.exists("/dev/shm" + srv.shm_name)
+    assert worker_count(srv) == 2
+    txid = srv.submit(card(3), 33)
+    assert srv.wait_final([txid], timeout=15)[txid] == "applied"
 
 
 def test_sync_full_serves(server_factory):

@@ -84,6 +84,15 @@ def test_txctl_without_server_fails_with_one_line(tmp_path):
         assert proc.stdout == "", (cmd, proc.stdout)
 
 
+def test_txctl_on_stale_segment_fails_with_one_line(server):
+    server.kill()   # no drain: the segment stays behind, owned by nobody
+    for cmd in ("stats", "children", "queue"):
+        proc = server.txctl(cmd, check=False)
+        assert proc.returncode != 0, (cmd, proc.stdout)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].strip(), (cmd, proc.stderr)
+
+
 def test_txctl_bad_usage_fails(tmp_path):
     for args in ([], ["frobnicate"], ["seed", "--accounts", "10"]):
         proc = run_txctl(*args, check=False)

@@ -702,6 +702,8 @@ static void rig_start(struct worker_rig *r, enum rig_mode mode)
     r->cfg.sync = SYNC_NORMAL;
     if (mode != RIG_LOCKED)
         rig_queue(r);
+    if (mode == RIG_TERM_PENDING) /* a replacement started during the drain */
+        r->seg.hdr->master_state = MASTER_DRAINING_WORKERS;
 
     pid_t parent = getpid();
     r->pid = fork();
@@ -749,9 +751,11 @@ static void rig_cleanup(struct worker_rig *r)
     tmpdb_remove(&r->t);
 }
 
-/* SIGTERM must make the worker drain and exit 0. */
+/* Like the master once every frontend is gone: SIGTERM must make the worker
+ * drain and exit 0. */
 static void rig_stop(struct worker_rig *r)
 {
+    __atomic_store_n(&r->seg.hdr->master_state, MASTER_DRAINING_WORKERS, __ATOMIC_SEQ_CST);
     CHECK(kill(r->pid, SIGTERM) == 0);
     CHECK(rig_exited_cleanly(r, 5000));
     CHECK_EQ_INT(r->seg.children[RIG_WORKER_SLOT].state, CHILD_DRAINING);
@@ -814,4 +818,25 @@ TEST(ledger_worker_started_with_pending_sigterm_drains_and_exits)
     CHECK_EQ_INT(ring_pending(r.seg.ring), 0);
     rig_check_applied(&r);
     rig_cleanup(&r);
+}
+
+/* A SIGTERM that reaches the worker before the master has stopped the
+ * frontends (a signal to the whole process group, e.g. from `timeout`) must
+ * not end it: entries queued afterwards still get applied. */
+TEST(ledger_worker_sigterm_before_frontends_stop_keeps_applying)
+{
+    struct worker_rig r = { 0 };
+    rig_start(&r, RIG_PLAIN);
+    CHECK(rig_wait_empty(&r, 5000));
+    r.seg.hdr->master_state = MASTER_DRAINING; /* frontends still stopping */
+    CHECK(kill(r.pid, SIGTERM) == 0);
+    struct timespec ts = { 0, 200 * 1000000L };
+    nanosleep(&ts, NULL);
+    CHECK_EQ_INT(waitpid(r.pid, NULL, WNOHANG), 0); /* still running */
+    struct txn_entry e;
+    CHECK_EQ_INT(txn_entry_make(&e, "1111 0000", 9, 7), 0);
+    CHECK_EQ_INT(ring_enqueue(r.seg.ring, &e, 1), 0);
+    CHECK(rig_wait_empty(&r, 5000));
+    CHECK_EQ_INT(balance_of(r.db, "1111 0000"), 1107);
+    rig_stop(&r);
 }
