@@ -49,7 +49,7 @@ TXPROCD = $(BUILD)/txprocd
 TXCTL   = $(BUILD)/txctl
 UNIT    = $(BUILD)/unit_tests
 
-.PHONY: all run test unit integration deps clean bench
+.PHONY: all run test unit integration deps clean
 all: $(TXPROCD) $(TXCTL) $(UNIT)
 
 $(BUILD)/obj/%.o: %.c
@@ -93,6 +93,10 @@ test: deps
 	@$(MAKE) --no-print-directory integration
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
+
+# Sub-makefiles own their targets: bench (tools/bench), fuzz (tests/fuzz),
+# chaos (tests/chaos). Each may use the variables above.
+-include tools/bench/bench.mk tests/fuzz/fuzz.mk tests/chaos/chaos.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
