@@ -23,24 +23,48 @@ struct option_spec {
     const char *help;
 };
 
-/* Order matches the getopt_long table below (val = index + 256). */
-static const struct option_spec specs[] = {
-    { "listen", "TXP_LISTEN", "HOST:PORT", "address to listen on (default 127.0.0.1:8000)" },
-    { "db", "TXP_DB_PATH", "PATH", "SQLite ledger file, created if missing (default ./users.db)" },
-    { "workers", "TXP_WORKERS", "N", "worker processes applying batches (default 2, max 32)" },
-    { "frontends", "TXP_FRONTENDS", "N", "HTTP frontend processes (default 2, max 32)" },
-    { "queue-size", "TXP_QUEUE_SIZE", "N", "queue capacity in entries (default 65536)" },
-    { "batch-max", "TXP_BATCH_MAX", "N", "most entries per SQLite transaction (default 256, max 4096)" },
-    { "sync", "TXP_SYNC", "normal|full", "SQLite synchronous mode (default normal)" },
-    { "shm-name", "TXP_SHM_NAME", "NAME", "shared-memory segment (default /txprocd-<port>)" },
-    { "drain-timeout", "TXP_DRAIN_TIMEOUT", "SECONDS", "how long SIGTERM waits for the queue to drain (default 10)" },
-    { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "per-connection read/write timeout (default 30)" },
-    { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
-    { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted (loses what it queued)" },
-    { "help", NULL, NULL, "show this help and exit" },
-    { "version", NULL, NULL, "show the version and exit" },
+enum option_id {
+    OPT_LISTEN,
+    OPT_DB,
+    OPT_WORKERS,
+    OPT_FRONTENDS,
+    OPT_QUEUE_SIZE,
+    OPT_BATCH_MAX,
+    OPT_SYNC,
+    OPT_SHM_NAME,
+    OPT_DRAIN_TIMEOUT,
+    OPT_HTTP_TIMEOUT,
+    OPT_LOG_LEVEL,
+    OPT_WORKER_TIMEOUT,
+    OPT_USER,
+    OPT_DISCARD_SHM,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT__COUNT
 };
-#define N_SPECS (sizeof specs / sizeof specs[0])
+
+/* getopt_long returns OPT_* + OPT_BASE for each. */
+#define OPT_BASE 256
+
+static const struct option_spec specs[OPT__COUNT] = {
+    [OPT_LISTEN] = { "listen", "TXP_LISTEN", "HOST:PORT", "address to listen on (default 127.0.0.1:8000)" },
+    [OPT_DB] = { "db", "TXP_DB_PATH", "PATH", "SQLite ledger file, created if missing (default ./users.db)" },
+    [OPT_WORKERS] = { "workers", "TXP_WORKERS", "N", "worker processes applying batches (default 2, max 32)" },
+    [OPT_FRONTENDS] = { "frontends", "TXP_FRONTENDS", "N", "HTTP frontend processes (default 2, max 32)" },
+    [OPT_QUEUE_SIZE] = { "queue-size", "TXP_QUEUE_SIZE", "N", "queue capacity in entries (default 65536)" },
+    [OPT_BATCH_MAX] = { "batch-max", "TXP_BATCH_MAX", "N", "most entries per SQLite transaction (default 256, max 4096)" },
+    [OPT_SYNC] = { "sync", "TXP_SYNC", "normal|full", "SQLite synchronous mode (default normal)" },
+    [OPT_SHM_NAME] = { "shm-name", "TXP_SHM_NAME", "NAME", "shared-memory segment (default /txprocd-<port>)" },
+    [OPT_DRAIN_TIMEOUT] = { "drain-timeout", "TXP_DRAIN_TIMEOUT", "SECONDS", "how long SIGTERM waits for the queue to drain (default 10)" },
+    [OPT_HTTP_TIMEOUT] = { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "per-connection read/write timeout (default 30)" },
+    [OPT_LOG_LEVEL] = { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
+    [OPT_WORKER_TIMEOUT] = { "worker-timeout", "TXP_WORKER_TIMEOUT", "SECONDS", "kill and replace a child whose heartbeat is older (default 20, 0 = never)" },
+    [OPT_USER] = { "user", "TXP_USER", "NAME", "when started as root, run as this user after binding the socket" },
+    [OPT_DISCARD_SHM] = { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted (loses what it queued)" },
+    [OPT_HELP] = { "help", NULL, NULL, "show this help and exit" },
+    [OPT_VERSION] = { "version", NULL, NULL, "show the version and exit" },
+};
+#define N_SPECS ((size_t)OPT__COUNT)
 
 void config_usage(void)
 {
@@ -94,32 +118,32 @@ static int copy_string(const char *name, char *dst, size_t len, const char *s)
     return 0;
 }
 
-static int apply_option(struct config *cfg, size_t idx, const char *v)
+static int apply_option(struct config *cfg, enum option_id idx, const char *v)
 {
     const char *name = specs[idx].flag;
     switch (idx) {
-    case 0: return parse_listen(cfg, v);
-    case 1: return copy_string(name, cfg->db_path, sizeof cfg->db_path, v);
-    case 2: return parse_uint(name, v, 1, 32, &cfg->workers);
-    case 3: return parse_uint(name, v, 1, 32, &cfg->frontends);
-    case 4: return parse_uint(name, v, 2, RING_MAX_CAPACITY, &cfg->queue_size);
-    case 5: return parse_uint(name, v, 1, RING_MAX_BATCH, &cfg->batch_max);
-    case 6:
+    case OPT_LISTEN: return parse_listen(cfg, v);
+    case OPT_DB: return copy_string(name, cfg->db_path, sizeof cfg->db_path, v);
+    case OPT_WORKERS: return parse_uint(name, v, 1, 32, &cfg->workers);
+    case OPT_FRONTENDS: return parse_uint(name, v, 1, 32, &cfg->frontends);
+    case OPT_QUEUE_SIZE: return parse_uint(name, v, 2, RING_MAX_CAPACITY, &cfg->queue_size);
+    case OPT_BATCH_MAX: return parse_uint(name, v, 1, RING_MAX_BATCH, &cfg->batch_max);
+    case OPT_SYNC:
         if (strcmp(v, "normal") == 0 || strcmp(v, "full") == 0) {
             cfg->sync = strcmp(v, "full") == 0 ? SYNC_FULL : SYNC_NORMAL;
             return 0;
         }
         fprintf(stderr, "txprocd: --sync: '%s' is not one of normal, full\n", v);
         return -1;
-    case 7:
+    case OPT_SHM_NAME:
         if (v[0] != '/' || strchr(v + 1, '/') != NULL) {
             fprintf(stderr, "txprocd: --shm-name: '%s' must start with '/' and contain no other '/'\n", v);
             return -1;
         }
         return copy_string(name, cfg->shm_name, sizeof cfg->shm_name, v);
-    case 8: return parse_uint(name, v, 0, 3600, &cfg->drain_timeout_s);
-    case 9: return parse_uint(name, v, 1, 3600, &cfg->http_timeout_s);
-    case 10: {
+    case OPT_DRAIN_TIMEOUT: return parse_uint(name, v, 0, 3600, &cfg->drain_timeout_s);
+    case OPT_HTTP_TIMEOUT: return parse_uint(name, v, 1, 3600, &cfg->http_timeout_s);
+    case OPT_LOG_LEVEL: {
         enum log_level level;
         if (log_parse_level(v, &level) != 0) {
             fprintf(stderr, "txprocd: --log-level: '%s' is not one of debug, info, warn, error\n", v);
@@ -128,9 +152,15 @@ static int apply_option(struct config *cfg, size_t idx, const char *v)
         cfg->log_level = (int)level;
         return 0;
     }
-    case 11: cfg->discard_shm = 1; return 0;
-    default: return -1;
+    case OPT_WORKER_TIMEOUT: return parse_uint(name, v, 0, 3600, &cfg->child_timeout_s);
+    case OPT_USER: return copy_string(name, cfg->user, sizeof cfg->user, v);
+    case OPT_DISCARD_SHM: cfg->discard_shm = 1; return 0;
+    case OPT_HELP:
+    case OPT_VERSION:
+    case OPT__COUNT:
+        break;
     }
+    return -1;
 }
 
 static void config_defaults(struct config *cfg)
@@ -146,6 +176,7 @@ static void config_defaults(struct config *cfg)
     cfg->sync = SYNC_NORMAL;
     cfg->drain_timeout_s = 10;
     cfg->http_timeout_s = 30;
+    cfg->child_timeout_s = 20;
     cfg->max_body = 4096;
     cfg->max_headers = 8192;
     cfg->log_level = LOG_LEVEL_INFO;
@@ -161,7 +192,7 @@ int config_parse(struct config *cfg, int argc, char **argv)
     struct option longopts[N_SPECS + 1];
     for (size_t i = 0; i < N_SPECS; i++)
         longopts[i] = (struct option){ specs[i].flag, specs[i].arg ? required_argument : no_argument,
-                                       NULL, (int)i + 256 };
+                                       NULL, (int)i + OPT_BASE };
     longopts[N_SPECS] = (struct option){ NULL, 0, NULL, 0 };
 
     const char *flag_value[N_SPECS] = { 0 };
@@ -170,24 +201,24 @@ int config_parse(struct config *cfg, int argc, char **argv)
     opterr = 0;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'h' || c == 256 + 12) {
+        if (c == 'h' || c == OPT_BASE + OPT_HELP) {
             config_usage();
             return 1;
         }
-        if (c == 256 + 13) {
+        if (c == OPT_BASE + OPT_VERSION) {
             printf("txprocd %s\n", TXP_VERSION);
             return 1;
         }
-        if (c < 256 || (size_t)(c - 256) >= N_SPECS) {
+        if (c < OPT_BASE || (size_t)(c - OPT_BASE) >= N_SPECS) {
             const char *bad = argv[optind - 1];
-            if (c == '?' && optopt >= 256)
+            if (c == '?' && optopt >= OPT_BASE)
                 fprintf(stderr, "txprocd: option '%s' needs a value (see --help)\n", bad);
             else
                 fprintf(stderr, "txprocd: unknown option '%s' (see --help)\n", bad);
             return -1;
         }
-        flag_set[c - 256] = 1;
-        flag_value[c - 256] = optarg;
+        flag_set[c - OPT_BASE] = 1;
+        flag_value[c - OPT_BASE] = optarg;
     }
     if (optind < argc) {
         fprintf(stderr, "txprocd: unexpected argument '%s' (see --help)\n", argv[optind]);
@@ -196,17 +227,17 @@ int config_parse(struct config *cfg, int argc, char **argv)
 
     for (size_t i = 0; i < N_SPECS; i++) {
         const char *v = specs[i].env && !flag_set[i] ? getenv(specs[i].env) : NULL;
-        if (v != NULL && apply_option(cfg, i, v) != 0) {
+        if (v != NULL && apply_option(cfg, (enum option_id)i, v) != 0) {
             fprintf(stderr, "txprocd: (from environment variable %s)\n", specs[i].env);
             return -1;
         }
     }
     for (size_t i = 0; i < N_SPECS; i++)
-        if (flag_set[i] && apply_option(cfg, i, flag_value[i]) != 0)
+        if (flag_set[i] && apply_option(cfg, (enum option_id)i, flag_value[i]) != 0)
             return -1;
 
     if (cfg->batch_max > cfg->queue_size) {
-        if (flag_set[5] || getenv("TXP_BATCH_MAX") != NULL) {
+        if (flag_set[OPT_BATCH_MAX] || getenv("TXP_BATCH_MAX") != NULL) {
             fprintf(stderr, "txprocd: --batch-max (%u) cannot exceed --queue-size (%u)\n",
                     cfg->batch_max, cfg->queue_size);
             return -1;

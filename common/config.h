@@ -26,6 +26,8 @@ struct config {
     enum sync_mode sync;
     unsigned drain_timeout_s;
     unsigned http_timeout_s;   /* read/write timeout per connection */
+    unsigned child_timeout_s;  /* a child silent this long is killed (0: never) */
+    char user[64];             /* drop root privileges to this user after binding */
     unsigned max_body;         /* bytes; larger bodies get 413 */
     unsigned max_headers;      /* bytes of request headers */
     int discard_shm;           /* drop an incompatible abandoned segment */

@@ -3,6 +3,8 @@
  * and hands over to the supervisor, which forks frontends and workers. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +61,34 @@ static int lock_ledger(const char *db_path)
     return fd;
 }
 
+/* Run as an unprivileged user once the (possibly privileged) port is bound,
+ * before the ledger and the segment are created, so both belong to it. */
+static int drop_privileges(const char *user)
+{
+    if (user[0] == '\0')
+        return 0;
+    if (geteuid() != 0) {
+        log_warn("--user %s ignored: not started as root", user);
+        return 0;
+    }
+    struct passwd *pw = getpwnam(user);
+    if (pw == NULL) {
+        log_error("--user %s: no such user", user);
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 ||
+        setuid(pw->pw_uid) != 0) {
+        log_error("--user %s: cannot switch to uid %u: %s", user, (unsigned)pw->pw_uid, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        log_error("--user %s: root privileges could be regained; refusing to run", user);
+        return -1;
+    }
+    log_info("running as user %s (uid %u, gid %u)", user, (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -69,16 +99,18 @@ int main(int argc, char **argv)
     log_set_level((enum log_level)cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
 
+    unsigned port;
+    int listen_fd = listener_open(cfg.listen_host, cfg.port, &port);
+    if (listen_fd < 0)
+        return TXP_EXIT_CONFIG;
+    if (drop_privileges(cfg.user) != 0)
+        return TXP_EXIT_CONFIG;
     int ledger_lock_fd = lock_ledger(cfg.db_path);
     if (ledger_lock_fd < 0)
         return TXP_EXIT_CONFIG;
     struct ledger_totals totals;
     if (ledger_prepare(cfg.db_path, &totals) != 0)
         return 1;
-    unsigned port;
-    int listen_fd = listener_open(cfg.listen_host, cfg.port, &port);
-    if (listen_fd < 0)
-        return TXP_EXIT_CONFIG;
 
     struct shm_params params;
     fill_params(&cfg, port, &params);

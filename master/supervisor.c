@@ -38,6 +38,8 @@ struct slot {
     int64_t started_us;       /* monotonic */
     int64_t restart_at_us;    /* monotonic; 0 = no restart scheduled */
     int failed;               /* never restarted again */
+    int hung;                 /* killed for a stale heartbeat, not yet reaped */
+    int retiring;             /* asked to exit by a rolling restart */
 };
 
 struct role_crashes {
@@ -57,6 +59,12 @@ struct supervisor {
     enum phase phase;
     int64_t phase_deadline_us;
     int drain_expired;        /* workers were killed at the drain deadline */
+    struct {
+        int active;
+        uint32_t next;        /* next slot to restart */
+        int32_t slot;         /* slot being replaced, -1 if none */
+        int64_t deadline_us;  /* the retiring child must be gone by then */
+    } roll;
     int ready;
     int exit_code;
     sigset_t sigs;
@@ -72,15 +80,17 @@ static void on_sigchld(int sig)
     (void)sig; /* only here so SIGCHLD is never discarded; sigtimedwait takes it */
 }
 
-/* A worker keeps SIGTERM blocked until it has installed its own handler
- * (worker_main unblocks it), so a drain request sent right after fork is
- * held, not lost to the default action. */
+/* A worker keeps SIGTERM and SIGUSR2 blocked until it has installed its own
+ * handlers (worker_main unblocks them), so a drain or retire request sent
+ * right after fork is held, not lost to the default action. */
 static void child_reset_signals(int role)
 {
     sigset_t mask;
     sigemptyset(&mask);
-    if (role == ROLE_WORKER)
+    if (role == ROLE_WORKER) {
         sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGUSR2);
+    }
     sigprocmask(SIG_SETMASK, &mask, NULL);
     signal(SIGCHLD, SIG_DFL);
     signal(SIGHUP, SIG_DFL);
@@ -152,9 +162,10 @@ static void describe_exit(int status, char *buf, size_t len)
 static int crash_loop(struct supervisor *s, int role, int64_t now)
 {
     struct role_crashes *rc = &s->crashes[role];
-    int64_t oldest = rc->at_us[rc->next % CRASH_LOOP_COUNT];
     rc->at_us[rc->next % CRASH_LOOP_COUNT] = now;
     rc->next++;
+    /* After the increment, the slot at next is the oldest of the last COUNT. */
+    int64_t oldest = rc->at_us[rc->next % CRASH_LOOP_COUNT];
     if (!rc->gave_up && rc->next >= CRASH_LOOP_COUNT && now - oldest < CRASH_LOOP_WINDOW_US) {
         rc->gave_up = 1;
         return 1;
@@ -200,6 +211,7 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
     int64_t now = clock_mono_us();
     pid_t pid = sl->pid;
     sl->pid = 0;
+    sl->hung = 0;
     row->pid = 0;
     row->last_exit = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
     row->state = CHILD_EXITED;
@@ -207,7 +219,7 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
     char how[96];
     describe_exit(status, how, sizeof how);
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    int expected = clean && s->phase != PHASE_RUNNING;
+    int expected = clean && (s->phase != PHASE_RUNNING || sl->retiring);
     if (expected)
         log_info("%s %u (pid %d) %s", role_name(sl->role), sl->index, (int)pid, how);
     else
@@ -218,6 +230,18 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
         if (n > 0) {
             metrics_add(shm_metrics(s->seg, s->n_slots), METRIC_entries_requeued, n);
             log_warn("requeued %u unacknowledged entries of worker %u", n, sl->index);
+        }
+    }
+    if (sl->retiring) {
+        sl->retiring = 0;
+        /* Planned: replaced at once, no back-off, not a crash. A drain that
+         * began meanwhile still needs its workers. */
+        int needed = s->phase == PHASE_RUNNING ||
+                     (sl->role == ROLE_WORKER && s->phase != PHASE_DONE && !s->drain_expired);
+        if (needed) {
+            row->restarts++;
+            spawn(s, i);
+            return;
         }
     }
 
@@ -361,8 +385,8 @@ static void run_due_restarts(struct supervisor *s, int64_t now)
 static int64_t next_wakeup(const struct supervisor *s, int64_t now, int64_t next_sample)
 {
     int64_t t = next_sample;
-    if (!s->ready && s->phase == PHASE_RUNNING && now + 20000 < t)
-        t = now + 20000; /* poll readiness briefly at start only */
+    if ((!s->ready || s->roll.active) && s->phase == PHASE_RUNNING && now + 20000 < t)
+        t = now + 20000; /* children report "running" in shm: poll only while waiting for it */
     if (s->phase == PHASE_DRAIN_FRONTENDS || s->phase == PHASE_DRAIN_WORKERS)
         if (s->phase_deadline_us < t)
             t = s->phase_deadline_us;
@@ -372,9 +396,31 @@ static int64_t next_wakeup(const struct supervisor *s, int64_t now, int64_t next
     return t > now ? t : now;
 }
 
+/* A child that stopped updating its heartbeat (SIGSTOP, a deadlock, a batch
+ * stuck far beyond any busy timeout) is killed; the reaper then requeues its
+ * claim and restarts it like any crashed child. */
+static void check_heartbeats(struct supervisor *s, int64_t now)
+{
+    int64_t limit = (int64_t)s->cfg->child_timeout_s * 1000000;
+    if (limit == 0)
+        return;
+    for (uint32_t i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        int64_t beat = __atomic_load_n(&s->seg->children[i].heartbeat_us, __ATOMIC_RELAXED);
+        if (sl->pid <= 0 || sl->hung || now - beat <= limit)
+            continue;
+        log_error("%s %u (pid %d) sent no heartbeat for %.1f s (limit %u s); killing it",
+                  role_name(sl->role), sl->index, (int)sl->pid, (double)(now - beat) / 1e6,
+                  s->cfg->child_timeout_s);
+        sl->hung = 1;
+        kill(sl->pid, SIGKILL);
+    }
+}
+
 static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks)
 {
     history_sample(s->seg);
+    check_heartbeats(s, clock_mono_us());
     *next_sample += 1000000;
     if (++*ticks % STATUS_EVERY_S == 0) {
         struct ring_stats rs;
@@ -383,6 +429,62 @@ static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks
                       alive(s, ROLE_FRONTEND), alive(s, ROLE_WORKER),
                       (unsigned long long)(rs.depth + rs.claimed), (unsigned long long)rs.capacity);
     }
+}
+
+#define ROLL_RETIRE_GRACE_US 10000000LL
+
+static void roll_start(struct supervisor *s)
+{
+    if (s->phase != PHASE_RUNNING) {
+        log_warn("SIGHUP ignored: draining");
+        return;
+    }
+    if (s->roll.active) {
+        log_warn("SIGHUP ignored: a rolling restart is already in progress");
+        return;
+    }
+    s->roll.active = 1;
+    s->roll.next = 0;
+    s->roll.slot = -1;
+    log_info("SIGHUP: rolling restart of %u children, one at a time", s->n_slots);
+}
+
+/* Restarts one child at a time: retire it (frontends stop accepting and
+ * finish their requests while the others keep serving the shared socket;
+ * workers finish their batch and leave the queue to the others), start its
+ * replacement at once, and wait until that one runs before the next. */
+static void roll_step(struct supervisor *s, int64_t now)
+{
+    if (!s->roll.active || s->phase != PHASE_RUNNING)
+        return;
+    if (s->roll.slot >= 0) {
+        struct slot *sl = &s->slots[s->roll.slot];
+        if (sl->retiring) {
+            if (now > s->roll.deadline_us && sl->pid > 0) {
+                log_warn("%s %u did not retire within %lld s; killing it", role_name(sl->role),
+                         sl->index, ROLL_RETIRE_GRACE_US / 1000000);
+                kill(sl->pid, SIGKILL);
+                s->roll.deadline_us = INT64_MAX;
+            }
+            return;
+        }
+        if (sl->pid > 0 && s->seg->children[s->roll.slot].state != CHILD_RUNNING)
+            return; /* replacement still starting */
+        s->roll.slot = -1;
+    }
+    while (s->roll.next < s->n_slots) {
+        uint32_t i = s->roll.next++;
+        struct slot *sl = &s->slots[i];
+        if (sl->pid <= 0 || sl->failed || s->seg->children[i].state != CHILD_RUNNING)
+            continue; /* dead or restarting anyway */
+        sl->retiring = 1;
+        s->roll.slot = (int32_t)i;
+        s->roll.deadline_us = now + ROLL_RETIRE_GRACE_US;
+        kill(sl->pid, sl->role == ROLE_WORKER ? SIGUSR2 : SIGTERM);
+        return;
+    }
+    s->roll.active = 0;
+    log_info("rolling restart complete");
 }
 
 static void handle_signal(struct supervisor *s, int sig)
@@ -394,7 +496,7 @@ static void handle_signal(struct supervisor *s, int sig)
             log_info("received %s", strsignal(sig));
         begin_drain(s, 0);
     } else if (sig == SIGHUP) {
-        log_warn("SIGHUP: rolling restart is not implemented; ignoring");
+        roll_start(s);
     }
 }
 
@@ -458,6 +560,7 @@ int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd)
             check_ready(&s);
         if (now >= next_sample)
             periodic(&s, &next_sample, &ticks);
+        roll_step(&s, now);
         drain_step(&s, now);
     }
     return supervisor_finish(&s);

@@ -40,15 +40,9 @@ static const struct {
     [ST_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
     [ST_COMMIT] = { "commit", "COMMIT" },
     [ST_RECORDED] = { "replay check", "SELECT 1 FROM transactions WHERE txid = ?1" },
-    [ST_CREDIT] = { "balance update",
-                    "UPDATE users SET balance = balance + ?1 WHERE card_number = ?2 "
-                    "AND balance >= ?3 AND balance <= ?4 AND typeof(balance) = 'integer' "
-                    "RETURNING balance" },
+    [ST_CREDIT] = { "balance update", LEDGER_SQL_CREDIT },
     [ST_BALANCE] = { "balance read", "SELECT balance FROM users WHERE card_number = ?1" },
-    [ST_RECORD] = { "record",
-                    "INSERT INTO transactions(card_number, amount, success, txid, status, "
-                    "balance_after, queued_at, applied_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-                    "ON CONFLICT(txid) DO NOTHING" },
+    [ST_RECORD] = { "record", LEDGER_SQL_RECORD },
     [ST_UNDO] = { "undo", "UPDATE users SET balance = balance - ?1 WHERE card_number = ?2" },
 };
 
@@ -278,6 +272,7 @@ static int configure(struct ledger *l, const char *db_path, enum sync_mode sync)
         return -1;
     if (ldb_exec(l->db, sync == SYNC_FULL ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                  "PRAGMA synchronous") != SQLITE_OK ||
+        ldb_exec(l->db, LEDGER_PRAGMAS, "worker PRAGMAs") != SQLITE_OK ||
         ldb_query_int64(l->db, "PRAGMA user_version", &version) != SQLITE_OK)
         return -1;
     if (version != LEDGER_SCHEMA_VERSION) {

@@ -49,6 +49,24 @@ struct ledger_outcome {
     int replayed;          /* 1: txid was already recorded, nothing done */
 };
 
+/* Settings every worker connection applies after journal_mode=WAL and
+ * synchronous (tools/bench/sqlite_ceiling uses the same string, so the
+ * storage ceiling it measures is the one a worker runs under). */
+#define LEDGER_PRAGMAS ""
+
+/* The worker's two statements per transaction, shared with the ceiling
+ * benchmark. CREDIT changes a balance only if the result stays >= ?3 (0 for
+ * a withdrawal) and <= ?4 (no int64 overflow for a deposit), returning the
+ * new balance; RECORD inserts the transaction row once per txid. */
+#define LEDGER_SQL_CREDIT                                                         \
+    "UPDATE users SET balance = balance + ?1 WHERE card_number = ?2 "             \
+    "AND balance >= ?3 AND balance <= ?4 AND typeof(balance) = 'integer' "        \
+    "RETURNING balance"
+#define LEDGER_SQL_RECORD                                                         \
+    "INSERT INTO transactions(card_number, amount, success, txid, status, "       \
+    "balance_after, queued_at, applied_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) " \
+    "ON CONFLICT(txid) DO NOTHING"
+
 struct ledger;
 
 /* One read-write connection for a worker: WAL, synchronous per sync,

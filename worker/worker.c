@@ -24,6 +24,7 @@
 #define ERROR_LOG_INTERVAL_US (10 * 1000000) /* one retry log line per 10 s at most */
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t retire_requested;
 
 struct worker {
     const struct config *cfg;
@@ -45,6 +46,14 @@ static void on_stop(int sig)
     stop_requested = 1;
 }
 
+/* SIGUSR2 from the master's rolling restart: finish the batch in hand and
+ * exit, leaving the queue to the other workers and to the replacement. */
+static void on_retire(int sig)
+{
+    (void)sig;
+    retire_requested = 1;
+}
+
 /* No SA_RESTART: the signal must cut a futex wait or a back-off sleep short.
  * A SIGINT the master set to be ignored stays ignored (Ctrl-C reaches the
  * whole group, and the master decides the stopping order). SIGTERM is
@@ -54,12 +63,16 @@ static void on_stop(int sig)
 static int install_signals(void)
 {
     struct sigaction stop = { .sa_handler = on_stop }, ignore = { .sa_handler = SIG_IGN }, old;
+    struct sigaction retire = { .sa_handler = on_retire };
     sigset_t term;
     sigemptyset(&stop.sa_mask);
     sigemptyset(&ignore.sa_mask);
+    sigemptyset(&retire.sa_mask);
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGUSR2);
     if (sigaction(SIGTERM, &stop, NULL) != 0 || sigaction(SIGPIPE, &ignore, NULL) != 0 ||
+        sigaction(SIGUSR2, &retire, NULL) != 0 ||
         sigaction(SIGINT, NULL, &old) != 0 ||
         (old.sa_handler != SIG_IGN && sigaction(SIGINT, &stop, NULL) != 0) ||
         sigprocmask(SIG_UNBLOCK, &term, NULL) != 0) {
@@ -179,6 +192,10 @@ static int run(struct worker *w)
                                                                                 : w->cfg->batch_max;
     for (;;) {
         heartbeat(w);
+        if (retire_requested) {
+            log_info("worker %u retiring for a rolling restart", w->index);
+            return 0;
+        }
         const struct txn_entry *batch = NULL;
         int n = ring_claim(w->ring, w->index, max, &batch);
         if (n < 0 || n > RING_MAX_BATCH) {
