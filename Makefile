@@ -49,7 +49,7 @@ TXPROCD = $(BUILD)/txprocd
 TXCTL   = $(BUILD)/txctl
 UNIT    = $(BUILD)/unit_tests
 
-.PHONY: all run test unit integration deps clean
+.PHONY: all run test unit integration deps clean valgrind
 all: $(TXPROCD) $(TXCTL) $(UNIT)
 
 $(BUILD)/obj/%.o: %.c
@@ -86,6 +86,11 @@ unit: all
 
 integration: all
 	TXP_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration
+
+# The C unit tests under valgrind (leaks and memory errors fail the run).
+valgrind: all
+	valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+	    --errors-for-leak-kinds=definite,indirect --child-silent-after-fork=no $(UNIT)
 
 test: deps
 	@$(MAKE) --no-print-directory all

@@ -1,0 +1,349 @@
+#!/usr/bin/python3
+"""Chaos run: while a load of valid and invalid requests runs, repeatedly
+kill -9 random workers and frontends, SIGSTOP/SIGCONT workers, and once kill
+the master and start a new one on the same segment. Then check, from the
+ledger alone, that every transaction that got a 202 is recorded exactly once,
+that money is conserved, that no balance is negative and that no transaction
+is recorded that was never sent.
+
+    tests/chaos/chaos.py --seconds 60 [--build build] [--seed 1]
+
+Exit status 0 when every check holds; the figures are printed either way."""
+import argparse
+import collections
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ACCOUNTS = 2000
+FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected"}
+
+
+def card(i):
+    return "6219 8619 %04d 8640" % i
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """The txprocd under test; restartable on the same port, db and shm name."""
+
+    def __init__(self, build, workdir, seed):
+        self.bin = os.path.join(ROOT, build, "txprocd")
+        self.txctl = os.path.join(ROOT, build, "txctl")
+        self.db = os.path.join(workdir, "users.db")
+        self.log = open(os.path.join(workdir, "txprocd.log"), "ab")
+        self.port = free_port()
+        self.shm = "/txp-chaos-%d" % os.getpid()
+        subprocess.run([self.txctl, "seed", "--db", self.db, "--accounts", str(ACCOUNTS),
+                        "--seed", str(seed)], check=True, capture_output=True)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.bin, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db,
+             "--shm-name", self.shm, "--workers", "2", "--frontends", "2",
+             "--worker-timeout", "3", "--drain-timeout", "60"],
+            stdout=self.log, stderr=self.log, start_new_session=True)
+        return self.wait_healthy(20)
+
+    def wait_healthy(self, timeout):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise SystemExit("txprocd exited with %s during start" % self.proc.returncode)
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise SystemExit("txprocd not healthy within %ds" % timeout)
+
+    def children(self):
+        r = subprocess.run([self.txctl, "--shm-name", self.shm, "children", "--json"],
+                           capture_output=True, text=True, timeout=10)
+        return json.loads(r.stdout)["children"] if r.returncode == 0 else []
+
+    def stat(self, what):
+        r = subprocess.run([self.txctl, "--shm-name", self.shm, what, "--json"],
+                           capture_output=True, text=True, timeout=10)
+        return json.loads(r.stdout) if r.returncode == 0 else {}
+
+
+class Load:
+    """Threads on keep-alive connections; ~15% of requests are invalid on
+    purpose and must get a 4xx. A request whose connection died without an
+    answer has an unknown outcome: it is remembered so that the check can
+    tell a transaction recorded for it from one that was never sent."""
+
+    BAD = [
+        ("POST", "/transaction", b'{"card_number": "6219 8619 0001 8640", "amount": 1.5}', 400),
+        ("POST", "/transaction", b'{"card_number": 12, "amount": 5}', 400),
+        ("POST", "/transaction", b'{"amount": 5}', 400),
+        ("POST", "/transaction", b'not json', 400),
+        ("POST", "/transaction", b'{"card_number": "6219 8619 0001 8640", "amount": 0}', 400),
+        ("POST", "/nope", b'{}', 404),
+        ("PUT", "/transaction", b'{}', 405),
+    ]
+
+    def __init__(self, port, threads, seed):
+        self.port = port
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.accepted = {}
+        self.unknown = collections.Counter()   # (card, amount) sent without an answer
+        self.status = collections.Counter()
+        self.unexpected = []
+        self.sent = 0
+        self.threads = [threading.Thread(target=self.run, args=(seed + i,), daemon=True)
+                        for i in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def join(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def run(self, seed):
+        rng = random.Random(seed)
+        conn = None
+        while not self.stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            if rng.random() < 0.15:
+                method, path, body, want = rng.choice(self.BAD)
+                key = None
+            else:
+                i = rng.randrange(ACCOUNTS + 20)       # a few unknown cards
+                amount = rng.choice([1, -1]) * rng.randint(1, 200000)
+                key = (card(i), amount)
+                method, path, want = "POST", "/transaction", 202
+                body = json.dumps({"card_number": key[0], "amount": amount}).encode()
+            try:
+                conn.request(method, path, body, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException):
+                with self.lock:
+                    self.sent += 1
+                    self.status["no answer"] += 1
+                    if key is not None:
+                        self.unknown[key] += 1
+                conn.close()
+                conn = None
+                time.sleep(0.01)
+                continue
+            with self.lock:
+                self.sent += 1
+                self.status[resp.status] += 1
+                if resp.status == 202 and key is not None:
+                    self.accepted[int(json.loads(data)["id"])] = key
+                elif resp.status == 503:
+                    pass
+                elif resp.status != want:
+                    self.unexpected.append((method, path, body[:60], resp.status, data[:100]))
+            if resp.will_close:
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+
+class Chaos:
+    def __init__(self, server, rng):
+        self.srv = server
+        self.rng = rng
+        self.counts = collections.Counter()
+        self.recovery = []          # (what, seconds until serving/replaced again)
+        self.stopped = {}           # pid -> time to SIGCONT
+
+    def wait_replaced(self, slot, old_pid, timeout=20):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            for c in self.srv.children():
+                if c["slot"] == slot and c["pid"] not in (0, old_pid) and c["state"] == "running":
+                    return time.monotonic() - t0
+            time.sleep(0.02)
+        raise SystemExit("slot %d (pid %d) was not replaced within %ds" % (slot, old_pid, timeout))
+
+    def kill_child(self, role):
+        running = [c for c in self.srv.children() if c["role"] == role and c["state"] == "running"]
+        if not running:
+            return
+        victim = self.rng.choice(running)
+        os.kill(victim["pid"], signal.SIGKILL)
+        self.counts["kill -9 %s" % role] += 1
+        self.recovery.append(("%s kill" % role, self.wait_replaced(victim["slot"], victim["pid"])))
+
+    def stop_worker(self):
+        running = [c for c in self.srv.children() if c["role"] == "worker" and c["state"] == "running"]
+        if running:
+            pid = self.rng.choice(running)["pid"]
+            os.kill(pid, signal.SIGSTOP)
+            self.stopped[pid] = time.monotonic() + self.rng.uniform(0.5, 5.0)
+            self.counts["SIGSTOP worker"] += 1
+
+    def cont_due(self, force=False):
+        now = time.monotonic()
+        for pid, at in list(self.stopped.items()):
+            if force or now >= at:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    self.counts["stopped worker replaced"] += 1
+                del self.stopped[pid]
+
+    def kill_master(self):
+        old = self.srv.proc
+        os.kill(old.pid, signal.SIGKILL)
+        old.wait()
+        t0 = time.monotonic()
+        while any(os.path.exists("/proc/%d" % c["pid"]) for c in self.srv.children() if c["pid"]):
+            time.sleep(0.01)            # children follow the master (PDEATHSIG)
+            if time.monotonic() - t0 > 10:
+                raise SystemExit("children outlived the killed master")
+        self.srv.start()
+        self.counts["kill -9 master"] += 1
+        self.recovery.append(("master kill", time.monotonic() - t0))
+
+
+def check_ledger(db, initial, load):
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=30)
+    rows = con.execute("SELECT txid, card_number, amount, status FROM transactions "
+                       "WHERE txid IS NOT NULL").fetchall()
+    total = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
+    negative = con.execute("SELECT COUNT(*) FROM users WHERE balance < 0").fetchone()[0]
+    con.close()
+    problems = []
+    by_id = collections.defaultdict(list)
+    for txid, c, a, st in rows:
+        by_id[txid].append((c, a, st))
+    dup = [t for t, v in by_id.items() if len(v) > 1]
+    if dup:
+        problems.append("txids recorded more than once: %r" % dup[:10])
+    missing = [t for t in load.accepted if t not in by_id]
+    if missing:
+        problems.append("%d accepted transactions not recorded, e.g. %r" % (len(missing), missing[:10]))
+    wrong = [t for t, key in load.accepted.items() if t in by_id and by_id[t][0][:2] != key]
+    if wrong:
+        problems.append("recorded with other data than accepted: %r" % wrong[:10])
+    not_final = [t for t, v in by_id.items() if v[0][2] not in FINAL]
+    if not_final:
+        problems.append("rows without a final status: %r" % not_final[:10])
+    unknown = collections.Counter(load.unknown)
+    for t, v in by_id.items():
+        if t in load.accepted:
+            continue
+        key = v[0][:2]
+        if unknown[key] > 0:
+            unknown[key] -= 1       # sent, but the 202 was lost with its connection
+        else:
+            problems.append("txid %d recorded but never sent: %r" % (t, v[0]))
+            break
+    applied = sum(a for vs in by_id.values() for (_, a, st) in vs if st == "applied")
+    if total != initial + applied:
+        problems.append("money not conserved: sum %d != %d + %d" % (total, initial, applied))
+    if negative:
+        problems.append("%d negative balances" % negative)
+    return problems, len(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=int, default=60)
+    ap.add_argument("--build", default=os.environ.get("TXP_BUILD", "build"))
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--threads", type=int, default=16)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    work = tempfile.mkdtemp(prefix="txp-chaos-")
+    srv = Server(args.build, work, args.seed)
+    con = sqlite3.connect(srv.db)
+    initial = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
+    con.close()
+    print("chaos: %d s, seed %d, work dir %s" % (args.seconds, args.seed, work), flush=True)
+    srv.start()
+    load = Load(srv.port, args.threads, args.seed)
+    chaos = Chaos(srv, rng)
+    t_end = time.monotonic() + args.seconds
+    master_kill_at = time.monotonic() + args.seconds / 2
+    load.start()
+    try:
+        while time.monotonic() < t_end:
+            time.sleep(rng.uniform(0.3, 1.5))
+            chaos.cont_due()
+            if master_kill_at and time.monotonic() >= master_kill_at:
+                chaos.cont_due(force=True)
+                chaos.kill_master()
+                master_kill_at = None
+                continue
+            action = rng.random()
+            if action < 0.4:
+                chaos.kill_child("worker")
+            elif action < 0.75:
+                chaos.kill_child("frontend")
+            else:
+                chaos.stop_worker()
+        chaos.cont_due(force=True)
+    finally:
+        load.join()
+    requeued = srv.stat("queue").get("requeued", 0)
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = srv.proc.wait(90)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+        rc = "timeout"
+    drain_s = time.monotonic() - t0
+    adopted = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
+               if "adopted abandoned segment" in line]
+    problems, recorded = check_ledger(srv.db, initial, load)
+    if rc != 0:
+        problems.append("final SIGTERM: exit %s" % rc)
+    if load.unexpected:
+        problems.append("%d unexpected answers, e.g. %r" % (len(load.unexpected), load.unexpected[:3]))
+
+    print("requests sent        %d" % load.sent)
+    print("  answers            %s" % dict(sorted(load.status.items(), key=str)))
+    print("accepted (202)       %d" % len(load.accepted))
+    print("recorded in ledger   %d" % recorded)
+    print("kills survived       %s" % dict(chaos.counts))
+    print("entries requeued     %s (from dead or stopped workers, since the master restart)" % requeued)
+    print("master recovery      %s" % "; ".join(l.split("]", 1)[1].strip() for l in adopted))
+    worst = {}
+    for what, secs in chaos.recovery:
+        worst[what] = max(secs, worst.get(what, 0.0))
+    print("max recovery time    %s" % (", ".join("%s %.2f s" % kv for kv in sorted(worst.items()))
+                                      or "n/a"))
+    print("final drain          %.2f s, exit %s" % (drain_s, rc))
+    for p in problems:
+        print("FAIL: " + p)
+    print("chaos: %s" % ("PASS" if not problems else "FAIL"))
+    if not problems:
+        subprocess.run(["rm", "-rf", work])
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
