@@ -10,7 +10,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "clock.h"
@@ -176,6 +178,19 @@ static void count_outcomes(struct worker *w, const struct txn_entry *batch, uint
     metrics_add(w->metrics, METRIC_batches_committed, 1);
 }
 
+/* Test hook for the one window no signal can hit on purpose: dying after
+ * COMMIT and before the acknowledge. If $TXP_FAILPOINT_AFTER_COMMIT names a
+ * file that exists, the worker removes it (so only one process ever fires)
+ * and exits there. Unset in production; costs one getenv per batch. */
+static void failpoint_after_commit(void)
+{
+    const char *path = getenv("TXP_FAILPOINT_AFTER_COMMIT");
+    if (path != NULL && unlink(path) == 0) {
+        log_warn("failpoint: exiting between COMMIT and acknowledge");
+        _exit(1);
+    }
+}
+
 /* The master says so once every frontend has exited: from then on nothing
  * new is queued and an empty ring stays empty. */
 static int frontends_gone(const struct worker *w)
@@ -211,6 +226,7 @@ static int run(struct worker *w)
         int64_t applied_at_us;
         if (apply_until_committed(w, batch, (uint32_t)n, &applied_at_us) != 0)
             return TXP_EXIT_FATAL;
+        failpoint_after_commit();
         count_outcomes(w, batch, (uint32_t)n, applied_at_us);
         ring_ack(w->ring, w->index);
     }

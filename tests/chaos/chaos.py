@@ -26,6 +26,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ACCOUNTS = 2000
+# The master stops restarting a role after 10 crashes in 60 s (a crash loop);
+# the driver stays under that, counting stops that may end in a heartbeat kill.
+ROLE_EVENTS_PER_MINUTE = 8
 FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected"}
 
 
@@ -176,6 +179,19 @@ class Chaos:
         self.counts = collections.Counter()
         self.recovery = []          # (what, seconds until serving/replaced again)
         self.stopped = {}           # pid -> time to SIGCONT
+        self.events = {"worker": collections.deque(), "frontend": collections.deque()}
+
+    def allowed(self, role):
+        """True (and counted) if role may take another crash within the
+        server's crash-loop budget."""
+        q, now = self.events[role], time.monotonic()
+        while q and now - q[0] > 61:
+            q.popleft()
+        if len(q) >= ROLE_EVENTS_PER_MINUTE:
+            self.counts["paced (crash-loop budget)"] += 1
+            return False
+        q.append(now)
+        return True
 
     def wait_replaced(self, slot, old_pid, timeout=20):
         t0 = time.monotonic()
@@ -188,7 +204,7 @@ class Chaos:
 
     def kill_child(self, role):
         running = [c for c in self.srv.children() if c["role"] == role and c["state"] == "running"]
-        if not running:
+        if not running or not self.allowed(role):
             return
         victim = self.rng.choice(running)
         os.kill(victim["pid"], signal.SIGKILL)
@@ -197,7 +213,7 @@ class Chaos:
 
     def stop_worker(self):
         running = [c for c in self.srv.children() if c["role"] == "worker" and c["state"] == "running"]
-        if running:
+        if running and self.allowed("worker"):
             pid = self.rng.choice(running)["pid"]
             os.kill(pid, signal.SIGSTOP)
             self.stopped[pid] = time.monotonic() + self.rng.uniform(0.5, 5.0)

@@ -1,13 +1,15 @@
 """Supervision: stuck children found by their heartbeat, the SIGHUP rolling
-restart, and the crash-loop limit."""
+restart, the crash-loop limit, privilege drop, and abandoned segments that
+cannot be adopted."""
 import os
 import signal
+import struct
 import time
 
 import pytest
 
-from conftest import Load, assert_recorded_once, balance_sum, card, ledger_invariant, make_ops, \
-    seed_db, sigstop, stop_holding_claim, wait_until
+from conftest import Load, assert_recorded_once, balance_sum, card, free_port, ledger_invariant, \
+    make_ops, run_txprocd_briefly, seed_db, sigstop, stop_holding_claim, wait_until
 
 
 def test_stopped_worker_is_replaced_after_heartbeat_timeout(server_factory):
@@ -126,3 +128,53 @@ def test_user_flag_drops_root_after_binding(server_factory, nobody_home):
     assert oct(os.stat("/dev/shm" + srv.shm_name).st_mode & 0o777) == "0o600"
     ids = [srv.submit(card(i), 5) for i in range(5)]
     assert all(s == "applied" for s in srv.wait_final(ids, timeout=20).values())
+
+
+def forge_segment(shm_name, magic, version):
+    """Leaves a segment as an abandoned instance of another build would."""
+    path = "/dev/shm" + shm_name
+    with open(path, "wb") as f:
+        f.write(struct.pack("<QI", magic, version).ljust(4096, b"\0"))
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.mark.parametrize("magic,version,reason", [
+    (0x5458505244534547, 0, "layout version 0"),
+    (0x1122334455667788, 1, "not a txprocd segment"),
+])
+def test_incompatible_abandoned_segment_is_refused_unless_discarded(server_factory, magic, version,
+                                                                    reason):
+    srv = server_factory(start=False)
+    path = forge_segment(srv.shm_name, magic, version)
+    try:
+        rc, _, err = run_txprocd_briefly(["--listen", "127.0.0.1:%d" % free_port(), "--db", srv.db,
+                                          "--shm-name", srv.shm_name])
+        assert rc == 2, err
+        assert reason in err and "--discard-shm" in err, err
+        assert os.path.exists(path), "the refused segment must be left alone"
+        srv.extra_args += ["--discard-shm"]
+        srv.start()
+        assert "discarding abandoned segment" in srv.log_text()
+        assert srv.submit(card(3), 9) > 0
+    finally:
+        if not srv.proc and os.path.exists(path):
+            os.unlink(path)
+
+
+def test_worker_dying_between_commit_and_ack_is_replayed_as_noops(server_factory, tmp_path):
+    trigger = tmp_path / "die-after-commit"
+    trigger.write_text("")
+    srv = server_factory(workers=1, env={"TXP_FAILPOINT_AFTER_COMMIT": str(trigger)})
+    initial = balance_sum(srv.db)
+    accepted = {}
+    for i in range(40):
+        accepted[srv.submit(card(i), 11)] = (card(i), 11)
+    assert_recorded_once(srv.db, accepted)
+    assert not trigger.exists(), "the failpoint never fired"
+    assert "exiting between COMMIT and acknowledge" in srv.log_text()
+    counters = srv.metrics()["counters"]
+    assert counters["tx_replayed"] >= 1, counters
+    assert counters["entries_requeued"] >= 1, counters
+    srv.stop_and_check()
+    ledger_invariant(srv.db, initial)
