@@ -49,7 +49,7 @@ TXPROCD = $(BUILD)/txprocd
 TXCTL   = $(BUILD)/txctl
 UNIT    = $(BUILD)/unit_tests
 
-.PHONY: all run test unit integration deps clean valgrind
+.PHONY: all run test unit integration deps clean valgrind install
 all: $(TXPROCD) $(TXCTL) $(UNIT)
 
 $(BUILD)/obj/%.o: %.c
@@ -96,6 +96,20 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+
+# Installs the binaries, the systemd unit and its system user. DESTDIR for
+# packaging; the unit's ExecStart expects PREFIX=/usr/local.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: all
+	install -D -m 0755 $(TXPROCD) $(DESTDIR)$(PREFIX)/bin/txprocd
+	install -D -m 0755 $(TXCTL) $(DESTDIR)$(PREFIX)/bin/txctl
+	install -D -m 0644 dist/txprocd.service $(DESTDIR)/etc/systemd/system/txprocd.service
+	install -D -m 0644 dist/txprocd.sysusers $(DESTDIR)/usr/lib/sysusers.d/txprocd.conf
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/txprocd/README.md
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+	    systemd-sysusers txprocd.conf; \
+	    echo "installed; now: systemctl daemon-reload && systemctl enable --now txprocd"; fi
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -54,3 +54,13 @@ void notify_status(const char *fmt, ...)
     va_end(ap);
     notify_send(msg);
 }
+
+long long notify_watchdog_usec(void)
+{
+    const char *usec = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+    if (usec == NULL || (pid != NULL && atol(pid) != (long)getpid()))
+        return 0;
+    char *end;
+    long long v = strtoll(usec, &end, 10);
+    return (*end == '\0' && v > 0) ? v : 0;
+}

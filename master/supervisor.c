@@ -67,6 +67,8 @@ struct supervisor {
     } roll;
     int ready;
     int exit_code;
+    int64_t watchdog_us;      /* systemd's WatchdogSec, 0 if none */
+    int64_t watchdog_sent_us;
     sigset_t sigs;
 };
 
@@ -417,10 +419,21 @@ static void check_heartbeats(struct supervisor *s, int64_t now)
     }
 }
 
+/* The master's own liveness for systemd: it pings from the loop that does
+ * the supervising, so a wedged master misses its pings and gets restarted. */
+static void watchdog_ping(struct supervisor *s, int64_t now)
+{
+    if (s->watchdog_us > 0 && now - s->watchdog_sent_us >= s->watchdog_us / 2 - 1000000) {
+        notify_send("WATCHDOG=1");
+        s->watchdog_sent_us = now;
+    }
+}
+
 static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks)
 {
     history_sample(s->seg);
     check_heartbeats(s, clock_mono_us());
+    watchdog_ping(s, clock_mono_us());
     *next_sample += 1000000;
     if (++*ticks % STATUS_EVERY_S == 0) {
         struct ring_stats rs;
@@ -509,6 +522,7 @@ static void supervisor_init(struct supervisor *s, const struct config *cfg, stru
     s->listen_fd = listen_fd;
     s->master_pid = getpid();
     s->n_slots = seg->hdr->n_children;
+    s->watchdog_us = notify_watchdog_usec();
     for (uint32_t i = 0; i < s->n_slots; i++) {
         s->slots[i].role = seg->children[i].role;
         s->slots[i].index = (uint32_t)seg->children[i].index;

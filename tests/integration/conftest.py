@@ -192,7 +192,9 @@ class Server:
     def pid(self):
         return self.proc.pid
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts txprocd; with wait, returns once it serves and every child
+        runs (retrying on a lost port race), else right after the fork."""
         for _attempt in range(3):
             self.port = free_port()
             self._log = open(self.log_path, "ab")
@@ -216,6 +218,8 @@ class Server:
                                          start_new_session=True, cwd=self.workdir)
             self.returncode = None
             self.ended_at = None
+            if not wait:
+                return self
             if self._wait_ready():
                 self.wait_children_running()
                 return self
