@@ -49,7 +49,7 @@ TXPROCD = $(BUILD)/txprocd
 TXCTL   = $(BUILD)/txctl
 UNIT    = $(BUILD)/unit_tests
 
-.PHONY: all run test unit integration deps clean valgrind install
+.PHONY: all run test unit integration deps clean valgrind install loadtest
 all: $(TXPROCD) $(TXCTL) $(UNIT)
 
 $(BUILD)/obj/%.o: %.c
@@ -96,6 +96,15 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+
+# Locust (Debian's python3-locust) against a fresh server for LOADTEST_SECONDS,
+# then the ledger invariant. Fails on any unexpected request failure.
+LOADTEST_SECONDS ?= 20
+loadtest: deps
+	@dpkg-query -W -f='$${Status}' python3-locust 2>/dev/null | grep -q "install ok installed" || \
+	    { echo "installing python3-locust"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-locust >/dev/null; }
+	@$(MAKE) --no-print-directory all
+	TXP_BUILD=$(BUILD) $(PYTHON) tools/loadtest/loadtest.py --seconds $(LOADTEST_SECONDS)
 
 # Installs the binaries, the systemd unit and its system user. DESTDIR for
 # packaging; the unit's ExecStart expects PREFIX=/usr/local.
