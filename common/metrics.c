@@ -7,7 +7,7 @@
 #include <string.h>
 
 const struct metric_info metric_table[METRIC__COUNT] = {
-#define METRIC_INFO(name, kind, help) { #name, #kind, help },
+#define METRIC_INFO(name, kind, family, outcome, help) { #name, #kind, family, outcome, help },
     TXP_METRICS(METRIC_INFO)
 #undef METRIC_INFO
 };
@@ -41,6 +41,9 @@ void metrics_record_latency(struct metric_block *b, int64_t at_us, int64_t laten
         latency_us = 0; /* wall clock stepped back between enqueue and commit */
     uint64_t *bucket = &b->latency_hist[metrics_bucket_of(latency_us)];
     __atomic_store_n(bucket, __atomic_load_n(bucket, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->latency_sum_us,
+                     __atomic_load_n(&b->latency_sum_us, __ATOMIC_RELAXED) + (uint64_t)latency_us,
+                     __ATOMIC_RELAXED);
     uint64_t n = __atomic_load_n(&b->recent_next, __ATOMIC_RELAXED);
     b->recent[n % METRICS_RECENT] = (struct metric_sample){ at_us, latency_us };
     __atomic_store_n(&b->recent_next, n + 1, __ATOMIC_RELEASE);
@@ -52,6 +55,7 @@ void metrics_sum(const struct metric_block *blocks, size_t n, struct metric_tota
     for (size_t b = 0; b < n; b++) {
         for (unsigned i = 0; i < METRIC__COUNT; i++)
             out->counters[i] += __atomic_load_n(&blocks[b].counters[i], __ATOMIC_RELAXED);
+        out->latency_sum_us += __atomic_load_n(&blocks[b].latency_sum_us, __ATOMIC_RELAXED);
         for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
             uint64_t c = __atomic_load_n(&blocks[b].latency_hist[i], __ATOMIC_RELAXED);
             out->latency_hist[i] += c;

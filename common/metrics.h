@@ -25,6 +25,7 @@ struct metric_sample {
 struct metric_block {
     int64_t counters[METRIC__COUNT];
     uint64_t latency_hist[METRICS_HIST_BUCKETS];
+    uint64_t latency_sum_us; /* for the Prometheus histogram's _sum */
     uint64_t recent_next; /* total samples ever written; next index = % METRICS_RECENT */
     struct metric_sample recent[METRICS_RECENT];
 } __attribute__((aligned(64)));
@@ -33,11 +34,14 @@ struct metric_totals {
     int64_t counters[METRIC__COUNT];
     uint64_t latency_hist[METRICS_HIST_BUCKETS];
     uint64_t latency_count;
+    uint64_t latency_sum_us;
 };
 
 struct metric_info {
     const char *name;
-    const char *kind; /* "COUNTER" or "SUM" */
+    const char *kind;    /* "COUNTER" or "SUM" */
+    const char *family;  /* Prometheus name without the "txprocd_" prefix */
+    const char *outcome; /* its "outcome" label value, "" for none */
     const char *help;
 };
 extern const struct metric_info metric_table[METRIC__COUNT];

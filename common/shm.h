@@ -39,7 +39,7 @@
 #include "ring.h"
 
 #define SHM_MAGIC 0x5458505244534547ULL /* "TXPRDSEG" */
-#define SHM_LAYOUT_VERSION 1
+#define SHM_LAYOUT_VERSION 2
 #define SHM_MAX_CHILDREN 64
 #define SHM_HISTORY 100
 

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages txprocd needs to build and test, if any are
-# missing. Runs apt-get only when something is absent, so it is cheap to call
-# from every `make run` / `make test`.
+# missing, plus any package names given as arguments (CI adds the tools its
+# extra tests drive: promtool, chromium, tmux). Runs apt-get only when
+# something is absent, so it is cheap to call from every `make run`/`make test`.
 set -eu
 
 PACKAGES="gcc make libc6-dev pkg-config libevent-dev libcjson-dev libsqlite3-dev sqlite3 \
-python3 python3-pytest python3-requests python3-yaml curl valgrind"
+python3 python3-pytest python3-requests python3-yaml curl valgrind $*"
 
 missing=""
 for p in $PACKAGES; do

@@ -11,15 +11,18 @@
 #include "log.h"
 #include "shm.h"
 #include "stats.h"
+#include "top.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: txctl [--shm-name NAME] stats|children|queue [--json]\n"
+            "       txctl [--shm-name NAME] top [--interval SECONDS] [--iterations N]\n"
             "       txctl seed --db PATH --accounts N [--seed S]\n\n"
             "  stats      counters, rates, latency percentiles, queue\n"
             "  children   frontend and worker processes: pid, state, restarts, uptime\n"
             "  queue      depth, claimed, capacity, high-water mark\n"
+            "  top        live view refreshed every second; q or Ctrl-C quits (plain lines on a pipe)\n"
             "  seed       create a demo ledger (card numbers 6219 8619 NNNN 8640)\n\n"
             "  --shm-name NAME  segment to inspect (default $TXP_SHM_NAME or /txprocd-8000)\n"
             "  --json           machine-readable output\n");
@@ -95,7 +98,13 @@ static void print_stats(const struct shm_seg *seg)
     print_queue(seg);
 }
 
-static int cmd_view(const char *shm_name, const char *what, int json)
+struct view_opts {
+    int json;
+    int iterations;
+    double interval_s;
+};
+
+static int cmd_view(const char *shm_name, const char *what, const struct view_opts *o)
 {
     struct shm_seg seg;
     char why[256];
@@ -111,7 +120,9 @@ static int cmd_view(const char *shm_name, const char *what, int json)
     }
     int rc = 0;
     int stats = strcmp(what, "stats") == 0, children = strcmp(what, "children") == 0;
-    if (json)
+    if (strcmp(what, "top") == 0)
+        rc = top_run(&seg, o->iterations, o->interval_s);
+    else if (o->json)
         rc = print_json(stats ? stats_metrics_json(&seg)
                         : children ? stats_children_json(&seg) : stats_queue_json(&seg));
     else if (stats)
@@ -170,7 +181,8 @@ int main(int argc, char **argv)
     const char *shm_name = getenv("TXP_SHM_NAME");
     if (shm_name == NULL || shm_name[0] == '\0')
         shm_name = "/txprocd-8000";
-    int i = 1, json = 0;
+    int i = 1;
+    struct view_opts opts = { 0, 0, 1.0 };
     const char *cmd = NULL;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -179,7 +191,20 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--shm-name") == 0 && i + 1 < argc) {
             shm_name = argv[++i];
         } else if (strcmp(argv[i], "--json") == 0) {
-            json = 1;
+            opts.json = 1;
+        } else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
+            unsigned n;
+            if (parse_count("--iterations", argv[++i], 1000000UL, &n) != 0)
+                return 2;
+            opts.iterations = (int)n;
+        } else if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+            char *end;
+            opts.interval_s = strtod(argv[++i], &end);
+            if (*end != '\0' || opts.interval_s < 0.1 || opts.interval_s > 3600) {
+                fprintf(stderr, "txctl: --interval: '%s' is not a number of seconds from 0.1 to 3600\n",
+                        argv[i]);
+                return 2;
+            }
         } else if (argv[i][0] != '-' && cmd == NULL) {
             cmd = argv[i];
             if (strcmp(cmd, "seed") == 0)
@@ -191,9 +216,10 @@ int main(int argc, char **argv)
     }
     if (cmd == NULL)
         cmd = "stats";
-    if (strcmp(cmd, "stats") != 0 && strcmp(cmd, "children") != 0 && strcmp(cmd, "queue") != 0) {
+    if (strcmp(cmd, "stats") != 0 && strcmp(cmd, "children") != 0 && strcmp(cmd, "queue") != 0 &&
+        strcmp(cmd, "top") != 0) {
         fprintf(stderr, "txctl: unknown command '%s' (see --help)\n", cmd);
         return 2;
     }
-    return cmd_view(shm_name, cmd, json);
+    return cmd_view(shm_name, cmd, &opts);
 }

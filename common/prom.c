@@ -1,0 +1,164 @@
+/* Prometheus exposition: counters from the one metric table (rows sharing a
+ * family become one metric with an "outcome" label), queue gauges, children
+ * per role and state, restarts, and the enqueue-to-commit latency histogram
+ * with bucket bounds at the shm histogram's own power-of-two edges, so every
+ * cumulative count is exact. */
+#include "prom.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "stats.h"
+
+struct out {
+    char *buf;
+    size_t len, cap;
+    int failed;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+    for (int attempt = 0; attempt < 2 && !o->failed; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = 1;
+        } else if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        } else {
+            size_t cap = (o->cap + (size_t)n + 1) * 2;
+            char *grown = realloc(o->buf, cap);
+            if (grown == NULL)
+                o->failed = 1;
+            o->buf = grown ? grown : o->buf;
+            o->cap = grown ? cap : o->cap;
+        }
+    }
+}
+
+static void put_counters(struct out *o, const struct metric_totals *t)
+{
+    for (unsigned i = 0; i < METRIC__COUNT; i++) {
+        const struct metric_info *m = &metric_table[i];
+        int first = i == 0 || strcmp(metric_table[i - 1].family, m->family) != 0;
+        int counter = strcmp(m->kind, "COUNTER") == 0;
+        if (first) {
+            /* A labelled family is described by its members' common purpose. */
+            put(o, "# HELP txprocd_%s %s\n", m->family,
+                m->outcome[0] ? (strcmp(m->family, "requests_total") == 0
+                                     ? "transaction requests by what the frontend answered"
+                                     : "queued transactions by their final outcome in the ledger")
+                              : m->help);
+            put(o, "# TYPE txprocd_%s %s\n", m->family, counter ? "counter" : "gauge");
+        }
+        if (m->outcome[0])
+            put(o, "txprocd_%s{outcome=\"%s\"} %lld\n", m->family, m->outcome, (long long)t->counters[i]);
+        else
+            put(o, "txprocd_%s %lld\n", m->family, (long long)t->counters[i]);
+    }
+}
+
+static void put_latency(struct out *o, const struct metric_totals *t)
+{
+    put(o, "# HELP txprocd_commit_latency_seconds time from enqueue to ledger commit\n"
+           "# TYPE txprocd_commit_latency_seconds histogram\n");
+    uint64_t cumulative = 0;
+    for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
+        cumulative += t->latency_hist[i];
+        /* Emit at each power of two: the last bucket of every octave. */
+        if (i % METRICS_HIST_SUB == METRICS_HIST_SUB - 1 && i < METRICS_HIST_BUCKETS - 1)
+            put(o, "txprocd_commit_latency_seconds_bucket{le=\"%.6f\"} %llu\n",
+                (double)(metrics_bucket_upper(i) + 1) / 1e6, (unsigned long long)cumulative);
+    }
+    put(o, "txprocd_commit_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+        (unsigned long long)t->latency_count);
+    put(o, "txprocd_commit_latency_seconds_sum %.6f\n", (double)t->latency_sum_us / 1e6);
+    put(o, "txprocd_commit_latency_seconds_count %llu\n", (unsigned long long)t->latency_count);
+}
+
+static void put_queue(struct out *o, const struct shm_seg *seg)
+{
+    struct ring_stats rs;
+    ring_stats(seg->ring, &rs);
+    put(o, "# HELP txprocd_queue_depth entries queued and not yet claimed by a worker\n"
+           "# TYPE txprocd_queue_depth gauge\ntxprocd_queue_depth %llu\n"
+           "# HELP txprocd_queue_claimed entries claimed by workers, not yet committed\n"
+           "# TYPE txprocd_queue_claimed gauge\ntxprocd_queue_claimed %llu\n"
+           "# HELP txprocd_queue_capacity queue size in entries\n"
+           "# TYPE txprocd_queue_capacity gauge\ntxprocd_queue_capacity %llu\n"
+           "# HELP txprocd_queue_high_water largest queue depth seen\n"
+           "# TYPE txprocd_queue_high_water gauge\ntxprocd_queue_high_water %llu\n"
+           "# HELP txprocd_queue_lock_repairs_total queue locks recovered from a dead holder\n"
+           "# TYPE txprocd_queue_lock_repairs_total counter\ntxprocd_queue_lock_repairs_total %llu\n",
+        (unsigned long long)rs.depth, (unsigned long long)rs.claimed, (unsigned long long)rs.capacity,
+        (unsigned long long)rs.high_water, (unsigned long long)rs.repairs);
+}
+
+static void put_children(struct out *o, const struct shm_seg *seg)
+{
+    static const int roles[] = { ROLE_FRONTEND, ROLE_WORKER };
+    put(o, "# HELP txprocd_children child processes by role and state\n"
+           "# TYPE txprocd_children gauge\n");
+    for (unsigned r = 0; r < 2; r++)
+        for (int st = CHILD_STARTING; st <= CHILD_FAILED; st++) {
+            unsigned n = 0;
+            for (uint32_t i = 0; i < seg->hdr->n_children; i++)
+                n += seg->children[i].role == roles[r] && seg->children[i].state == st;
+            put(o, "txprocd_children{role=\"%s\",state=\"%s\"} %u\n", stats_role_name(roles[r]),
+                stats_state_name(st), n);
+        }
+    put(o, "# HELP txprocd_child_restarts_total restarts of child processes by role\n"
+           "# TYPE txprocd_child_restarts_total counter\n");
+    for (unsigned r = 0; r < 2; r++) {
+        unsigned long long n = 0;
+        for (uint32_t i = 0; i < seg->hdr->n_children; i++)
+            if (seg->children[i].role == roles[r])
+                n += seg->children[i].restarts;
+        put(o, "txprocd_child_restarts_total{role=\"%s\"} %llu\n", stats_role_name(roles[r]), n);
+    }
+    put(o, "# HELP txprocd_uptime_seconds time since the master started\n"
+           "# TYPE txprocd_uptime_seconds gauge\ntxprocd_uptime_seconds %.3f\n",
+        (double)(clock_wall_us() - seg->hdr->started_at_us) / 1e6);
+}
+
+char *prom_render(const struct shm_seg *seg, size_t *len)
+{
+    struct metric_totals *t = malloc(sizeof *t);
+    struct out o = { .buf = malloc(16384), .cap = 16384 };
+    if (t == NULL || o.buf == NULL) {
+        free(t);
+        free(o.buf);
+        return NULL;
+    }
+    o.buf[0] = '\0';
+    metrics_sum(seg->metrics, seg->hdr->n_children + 1, t);
+    put_counters(&o, t);
+    put_latency(&o, t);
+    put_queue(&o, seg);
+    put_children(&o, seg);
+    free(t);
+    if (o.failed) {
+        free(o.buf);
+        return NULL;
+    }
+    *len = o.len;
+    return o.buf;
+}
+
+int prom_wanted(const char *accept, const char *query)
+{
+    if (query != NULL && strstr(query, "format=prometheus") != NULL)
+        return 1;
+    if (query != NULL && strstr(query, "format=json") != NULL)
+        return 0;
+    if (accept == NULL || strstr(accept, "application/json") != NULL)
+        return 0;
+    return strstr(accept, "text/plain") != NULL || strstr(accept, "application/openmetrics-text") != NULL;
+}
