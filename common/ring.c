@@ -162,8 +162,10 @@ static void ring_repair(struct ring *r)
     uint32_t op = __atomic_load_n(&r->intent.op, __ATOMIC_SEQ_CST);
     if (op == RING_OP_CLAIM && r->intent.slot < r->n_slots && r->intent.n <= r->batch_max)
         redo_claim(r);
-    else if (op == RING_OP_REQUEUE && r->intent.slot < r->n_slots && r->intent.n <= r->batch_max)
+    else if (op == RING_OP_REQUEUE && r->intent.slot < r->n_slots && r->intent.n <= r->batch_max) {
         redo_requeue(r);
+        r->requeued += r->intent.n; /* ring_find looks past home slots only once this is set */
+    }
     __atomic_store_n(&r->intent.op, RING_OP_NONE, __ATOMIC_SEQ_CST);
     r->repairs++;
 }
@@ -376,6 +378,13 @@ uint64_t ring_next_txid(const struct ring *r)
     return r->txid_base + __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
 }
 
+uint64_t ring_slot_claims(const struct ring *r, uint32_t slot)
+{
+    if (slot >= r->n_slots)
+        return 0;
+    return __atomic_load_n(&ring_claims_const(r)[slot].claims, __ATOMIC_RELAXED);
+}
+
 enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry *out)
 {
     enum ring_find_result found = RING_NOT_FOUND;
@@ -398,10 +407,12 @@ enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry 
             }
         }
     }
-    /* A requeued entry sits away from its home slot: scan the queue. Rare
-     * (only after a worker died), and bounded by the queue depth. */
-    if (found == RING_NOT_FOUND && txid >= r->txid_base && txid - r->txid_base < r->tail &&
-        r->requeued > 0) {
+    /* A requeued entry sits away from its home slot: scan the queue. Callers
+     * ask only after the ledger did not have the id, so this runs for
+     * requeued entries and for ids committed a moment ago; it is bounded by
+     * the queue depth. (Not gated on the requeued counter: a holder dying
+     * between a requeue and that counter would hide the entries.) */
+    if (found == RING_NOT_FOUND && txid >= r->txid_base && txid - r->txid_base < r->tail) {
         for (uint64_t p = r->head; p < r->tail; p++) {
             if (slots[p % r->capacity].txid == txid) {
                 *out = slots[p % r->capacity];

@@ -284,6 +284,24 @@ def check_ledger(db, initial, load):
     return problems, len(rows)
 
 
+def run_with_cleanup(srv, body):
+    """Runs body(); whatever happens, no process of the server under test
+    outlives the run (a failed check must not leave a loaded server behind)."""
+    try:
+        return body()
+    finally:
+        if srv.proc is not None and srv.proc.poll() is None:
+            try:
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            srv.proc.wait()
+        try:
+            os.unlink("/dev/shm" + srv.shm)
+        except OSError:
+            pass
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=60)
@@ -298,6 +316,10 @@ def main():
     initial = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
     con.close()
     print("chaos: %d s, seed %d, work dir %s" % (args.seconds, args.seed, work), flush=True)
+    return run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+
+
+def run(args, rng, work, srv, initial):
     srv.start()
     load = Load(srv.port, args.threads, args.seed)
     chaos = Chaos(srv, rng)
