@@ -52,7 +52,7 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_WORKERS] = { "workers", "TXP_WORKERS", "N", "worker processes applying batches (default 2, max 32)" },
     [OPT_FRONTENDS] = { "frontends", "TXP_FRONTENDS", "N", "HTTP frontend processes (default 2, max 32)" },
     [OPT_QUEUE_SIZE] = { "queue-size", "TXP_QUEUE_SIZE", "N", "queue capacity in entries (default 65536)" },
-    [OPT_BATCH_MAX] = { "batch-max", "TXP_BATCH_MAX", "N", "most entries per SQLite transaction (default 256, max 4096)" },
+    [OPT_BATCH_MAX] = { "batch-max", "TXP_BATCH_MAX", "N", "most entries per SQLite transaction (default 1024, max 4096)" },
     [OPT_SYNC] = { "sync", "TXP_SYNC", "normal|full", "SQLite synchronous mode (default normal)" },
     [OPT_SHM_NAME] = { "shm-name", "TXP_SHM_NAME", "NAME", "shared-memory segment (default /txprocd-<port>)" },
     [OPT_DRAIN_TIMEOUT] = { "drain-timeout", "TXP_DRAIN_TIMEOUT", "SECONDS", "how long SIGTERM waits for the queue to drain (default 10)" },
@@ -172,7 +172,7 @@ static void config_defaults(struct config *cfg)
     cfg->workers = 2;
     cfg->frontends = 2;
     cfg->queue_size = 65536;
-    cfg->batch_max = 256;
+    cfg->batch_max = 1024;
     cfg->sync = SYNC_NORMAL;
     cfg->drain_timeout_s = 10;
     cfg->http_timeout_s = 30;

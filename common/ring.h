@@ -140,5 +140,8 @@ enum ring_find_result { RING_NOT_FOUND = 0, RING_FOUND_QUEUED = 1, RING_FOUND_CL
 enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry *out);
 /* The txid the next enqueued entry will get. */
 uint64_t ring_next_txid(const struct ring *r);
+/* Batches slot has claimed so far: a statistic, read without the lock, by
+ * which a worker sees whether another one is making progress. */
+uint64_t ring_slot_claims(const struct ring *r, uint32_t slot);
 
 #endif

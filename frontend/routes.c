@@ -9,11 +9,13 @@
 #include <event2/http.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "assets.h"
 #include "clock.h"
 #include "log.h"
+#include "prom.h"
 #include "query.h"
 #include "respond.h"
 #include "ring.h"
@@ -34,6 +36,8 @@ struct route {
 
 static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request *req,
                                     const char *tail, const char *query);
+static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request *req,
+                                     const char *tail, const char *query);
 static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *req,
                                    const char *tail, const char *query);
 static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
@@ -47,6 +51,7 @@ static void handle_index(struct routes_ctx *c, struct evhttp_request *req, const
 
 static const struct route routes[] = {
     { "/transaction", EVHTTP_REQ_POST, "POST", handle_post_transaction },
+    { "/transactions", EVHTTP_REQ_POST, "POST", handle_post_transactions },
     { "/transaction/", GET_HEAD, "GET, HEAD", handle_get_transaction },
     { "/balance", GET_HEAD, "GET, HEAD", handle_balance },
     { "/metrics", GET_HEAD, "GET, HEAD", handle_metrics },
@@ -114,56 +119,105 @@ void routes_handle(struct evhttp_request *req, void *arg)
     r->fn(c, req, tail, query);
 }
 
+/* Checks the Content-Type and returns the body as one contiguous run (it
+ * may arrive in several chunks), or answers the error itself and returns
+ * NULL. */
+static const char *json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len)
+{
+    const char *ctype =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    if (validate_content_type(ctype) != 0) {
+        respond_error(req, c->metrics, 415, "Content-Type must be application/json");
+        return NULL;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(in);
+    const char *body = *len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!body)
+        respond_error(req, c->metrics, 500, "out of memory");
+    return body;
+}
+
+/* Queues n entries, all or none. On failure answers 503 (no room for all
+ * of them: a normal overload answer) or 500 itself and returns -1. */
+static int enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
+                   uint32_t n)
+{
+    int rc = ring_enqueue(c->seg->ring, e, n);
+    if (rc == 0) {
+        metrics_add(c->metrics, METRIC_tx_accepted, n);
+        return 0;
+    }
+    if (rc == -EAGAIN) {
+        metrics_add(c->metrics, METRIC_tx_queue_full, n);
+        respond_header(req, "Retry-After", "1");
+        respond_error(req, c->metrics, 503, "queue full, retry later");
+        return -1;
+    }
+    log_error("ring_enqueue: %s", strerror(-rc));
+    respond_error(req, c->metrics, 500, "could not queue the transaction");
+    return -1;
+}
+
 static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request *req,
                                     const char *tail, const char *query)
 {
     (void)tail;
     (void)query;
-    const char *ctype =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (validate_content_type(ctype) != 0) {
-        respond_error(req, c->metrics, 415, "Content-Type must be application/json");
+    size_t len;
+    const char *body = json_body(c, req, &len);
+    if (!body)
         return;
-    }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    /* The body may arrive in several chunks; make it one contiguous run. */
-    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (!body) {
-        respond_error(req, c->metrics, 500, "out of memory");
-        return;
-    }
     struct txn_entry e;
     struct validate_error err;
     if (validate_transaction(body, len, c->cfg->max_body, &e, &err) != 0) {
         respond_error(req, c->metrics, err.status, "%s", err.message);
         return;
     }
-    int rc = ring_enqueue(c->seg->ring, &e, 1);
-    if (rc == -EAGAIN) {
-        metrics_add(c->metrics, METRIC_tx_queue_full, 1);
-        respond_header(req, "Retry-After", "1");
-        respond_error(req, c->metrics, 503, "queue full, retry later");
+    if (enqueue(c, req, &e, 1) != 0)
         return;
-    }
-    if (rc != 0) {
-        log_error("ring_enqueue: %s", strerror(-rc));
-        respond_error(req, c->metrics, 500, "could not queue the transaction");
-        return;
-    }
-    char id[24], location[48];
-    snprintf(id, sizeof id, "%" PRIu64, e.txid);
-    snprintf(location, sizeof location, "/transaction/%s", id);
-    cJSON *doc = cJSON_CreateObject();
-    if (doc && (!cJSON_AddStringToObject(doc, "status", "queued") ||
-                !cJSON_AddStringToObject(doc, "id", id) ||
-                !cJSON_AddStringToObject(doc, "message", "Transaction queued for processing"))) {
-        cJSON_Delete(doc);
-        doc = NULL;
-    }
-    metrics_add(c->metrics, METRIC_tx_accepted, 1);
+    /* Printed directly: this is the hot path, and nothing in it needs
+     * escaping (the id is digits). */
+    char doc[128], location[48];
+    int n = snprintf(doc, sizeof doc,
+                     "{\"status\":\"queued\",\"id\":\"%" PRIu64
+                     "\",\"message\":\"Transaction queued for processing\"}",
+                     e.txid);
+    snprintf(location, sizeof location, "/transaction/%" PRIu64, e.txid);
     respond_header(req, "Location", location);
-    respond_json(req, c->metrics, 202, doc);
+    respond_body(req, c->metrics, 202, "application/json", doc, (size_t)n);
+}
+
+/* The frontend runs one request at a time, so one buffer of each serves
+ * every batch: 128 KiB of entries and the id list of the answer. */
+static struct txn_entry batch_entries[VALIDATE_BATCH_MAX];
+static char batch_answer[16 + VALIDATE_BATCH_MAX * 24];
+
+/* POST /transactions: an array of up to VALIDATE_BATCH_MAX transactions,
+ * queued all or none, answered with their ids in order. */
+static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request *req,
+                                     const char *tail, const char *query)
+{
+    (void)tail;
+    (void)query;
+    size_t len;
+    const char *body = json_body(c, req, &len);
+    if (!body)
+        return;
+    uint32_t n = 0;
+    struct validate_error err;
+    if (validate_transactions(body, len, c->cfg->max_body, batch_entries, &n, &err) != 0) {
+        respond_error(req, c->metrics, err.status, "%s", err.message);
+        return;
+    }
+    if (enqueue(c, req, batch_entries, n) != 0)
+        return;
+    size_t used = (size_t)snprintf(batch_answer, sizeof batch_answer, "{\"ids\":[");
+    for (uint32_t i = 0; i < n; i++)
+        used += (size_t)snprintf(batch_answer + used, sizeof batch_answer - used, "%s\"%" PRIu64 "\"",
+                                 i ? "," : "", batch_entries[i].txid);
+    used += (size_t)snprintf(batch_answer + used, sizeof batch_answer - used, "]}");
+    respond_body(req, c->metrics, 202, "application/json", batch_answer, used);
 }
 
 static int add_time(cJSON *doc, const char *name, int64_t wall_us)
@@ -277,12 +331,26 @@ static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, con
     respond_json(req, c->metrics, 200, doc);
 }
 
+/* JSON for the prototype's dashboard and browsers; the Prometheus text
+ * format for scrapers (they accept text/plain or OpenMetrics) or when asked
+ * with ?format=prometheus. */
 static void handle_metrics(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
                            const char *query)
 {
     (void)tail;
-    (void)query;
-    respond_json(req, c->metrics, 200, stats_metrics_json(c->seg));
+    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    if (!prom_wanted(accept, query)) {
+        respond_json(req, c->metrics, 200, stats_metrics_json(c->seg));
+        return;
+    }
+    size_t len;
+    char *text = prom_render(c->seg, &len);
+    if (text == NULL) {
+        respond_error(req, c->metrics, 500, "out of memory rendering metrics");
+        return;
+    }
+    respond_body(req, c->metrics, 200, PROM_CONTENT_TYPE, text, len);
+    free(text);
 }
 
 static void handle_healthz(struct routes_ctx *c, struct evhttp_request *req, const char *tail,

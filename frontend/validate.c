@@ -6,7 +6,12 @@
  * checked on their raw text: a small scanner walks the top-level members of
  * the (already parsed, hence well-formed) object in document order, which is
  * also cJSON's child order, and records where each member's value starts and
- * ends. */
+ * ends.
+ *
+ * Two things cJSON lets through are refused before they can matter: bytes
+ * that are not UTF-8 (RFC 8259 requires it; cJSON copies any byte) and a
+ * member name with an escaped NUL, which cJSON cuts short, so that
+ * "amount\u0000x" would otherwise be read as amount. */
 #include "validate.h"
 
 #include <cjson/cJSON.h>
@@ -32,6 +37,44 @@ static int fail(struct validate_error *err, int status, const char *fmt, ...)
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);
     return -1;
+}
+
+/* 1 if s[0, len) is well-formed UTF-8: no stray continuation bytes, no
+ * overlong forms, no surrogates, nothing above U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+    static const uint32_t min_cp[4] = { 0, 0x80, 0x800, 0x10000 };
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t extra = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
+                     : (c & 0xF8) == 0xF0 ? 3 : 4;
+        if (extra == 4 || len - i <= extra)
+            return 0;
+        uint32_t cp = extra == 0 ? c : c & (0x3Fu >> extra);
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if (cp < min_cp[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* 1 if the raw text of a string holds the escape \u0000. */
+static int has_escaped_nul(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (len - i > 5 && memcmp(s + i + 1, "u0000", 5) == 0)
+            return 1;
+        i++; /* the escaped character */
+    }
+    return 0;
 }
 
 /* JSON whitespace only (RFC 8259); cJSON also skips other control bytes,
@@ -83,37 +126,59 @@ static size_t skip_value(const char *s, size_t i, size_t len)
     return i > start ? i : len + 1;
 }
 
-/* Records the value span of each top-level member of the object in s.
- * Returns the member count, or -1 if s is not a single object. */
-static int scan_members(const char *s, size_t len, struct span *spans, int max)
+#define SCAN_NOT_OBJECT (-1)
+#define SCAN_NUL_IN_NAME (-2)
+
+/* Records the value span of each member of the object that starts at s[i]
+ * (spans are absolute offsets into s) and sets *end past its closing brace.
+ * Returns the member count, SCAN_NOT_OBJECT if s[i] does not start a
+ * well-formed object, or SCAN_NUL_IN_NAME if a member name holds \u0000. */
+static int scan_object(const char *s, size_t i, size_t len, struct span *spans, int max,
+                       size_t *end)
 {
     int n = 0;
-    size_t i = skip_ws(s, 0, len);
     if (i >= len || s[i] != '{')
-        return -1;
+        return SCAN_NOT_OBJECT;
     i = skip_ws(s, i + 1, len);
-    if (i < len && s[i] == '}')
-        return skip_ws(s, i + 1, len) == len ? 0 : -1;
+    if (i < len && s[i] == '}') {
+        *end = i + 1;
+        return 0;
+    }
     for (;;) {
         if (i >= len || s[i] != '"' || n == max)
-            return -1;
-        i = skip_ws(s, skip_string(s, i, len), len);
+            return SCAN_NOT_OBJECT;
+        size_t name_end = skip_string(s, i, len);
+        if (name_end <= len && has_escaped_nul(s + i, name_end - i))
+            return SCAN_NUL_IN_NAME;
+        i = skip_ws(s, name_end, len);
         if (i >= len || s[i] != ':')
-            return -1;
+            return SCAN_NOT_OBJECT;
         i = skip_ws(s, i + 1, len);
-        size_t end = skip_value(s, i, len);
-        if (end > len)
-            return -1;
-        spans[n++] = (struct span){ i, end };
-        i = skip_ws(s, end, len);
+        size_t value_end = skip_value(s, i, len);
+        if (value_end > len)
+            return SCAN_NOT_OBJECT;
+        spans[n++] = (struct span){ i, value_end };
+        i = skip_ws(s, value_end, len);
         if (i < len && s[i] == ',') {
             i = skip_ws(s, i + 1, len);
             continue;
         }
-        if (i < len && s[i] == '}')
-            return skip_ws(s, i + 1, len) == len ? n : -1;
-        return -1;
+        if (i < len && s[i] == '}') {
+            *end = i + 1;
+            return n;
+        }
+        return SCAN_NOT_OBJECT;
     }
+}
+
+/* The same for a body that must be a single object and nothing else. */
+static int scan_members(const char *s, size_t len, struct span *spans, int max)
+{
+    size_t end = 0;
+    int n = scan_object(s, skip_ws(s, 0, len), len, spans, max, &end);
+    if (n >= 0 && skip_ws(s, end, len) != len)
+        return SCAN_NOT_OBJECT;
+    return n;
 }
 
 /* Strict integer literal: -?[1-9][0-9]*, magnitude <= TXN_AMOUNT_LIMIT.
@@ -239,6 +304,8 @@ int validate_transaction(const char *body, size_t len, size_t max_body, struct t
 {
     if (len > max_body)
         return fail(err, 413, "request body larger than %zu bytes", max_body);
+    if (!utf8_valid((const unsigned char *)body, len))
+        return fail(err, 400, "body is not valid UTF-8");
     cJSON *doc = parse_body(body, len);
     if (!doc)
         return fail(err, 400, "body is not valid JSON");
@@ -255,13 +322,103 @@ int validate_transaction(const char *body, size_t len, size_t max_body, struct t
         fail(err, 500, "out of memory");
         goto out;
     }
-    if (scan_members(body, len, spans, max_members) != cJSON_GetArraySize(doc)) {
+    int members = scan_members(body, len, spans, max_members);
+    if (members == SCAN_NUL_IN_NAME) {
+        fail(err, 400, "field names must not contain \\u0000");
+        goto out;
+    }
+    if (members != cJSON_GetArraySize(doc)) {
         fail(err, 400, "body is not valid JSON");
         goto out;
     }
     if (find_duplicate(doc, err) != 0)
         goto out;
     rc = check_fields(body, doc, spans, out, err);
+out:
+    free(spans);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Checks element k of a batch: an object whose span starts at body[*pos];
+ * moves *pos past it. Messages name the element. */
+static int check_element(const char *body, size_t len, size_t *pos, const cJSON *item, int k,
+                         size_t max_element, struct span *spans, int max_members,
+                         struct txn_entry *out, struct validate_error *err)
+{
+    struct validate_error why;
+    if (!cJSON_IsObject(item))
+        return fail(err, 400, "element %d: must be a JSON object", k);
+    size_t end = 0;
+    int members = scan_object(body, *pos, len, spans, max_members, &end);
+    if (members == SCAN_NUL_IN_NAME)
+        return fail(err, 400, "element %d: field names must not contain \\u0000", k);
+    if (members != cJSON_GetArraySize(item))
+        return fail(err, 400, "body is not valid JSON");
+    /* The same bound as a single POST /transaction body, which also bounds
+     * the quadratic duplicate check per element. */
+    if (end - *pos > max_element)
+        return fail(err, 413, "element %d: larger than %zu bytes", k, max_element);
+    if (find_duplicate(item, &why) != 0 || check_fields(body, item, spans, out, &why) != 0)
+        return fail(err, why.status, "element %d: %s", k, why.message);
+    *pos = end;
+    return 0;
+}
+
+int validate_transactions(const char *body, size_t len, size_t max_element, struct txn_entry *out,
+                          uint32_t *n, struct validate_error *err)
+{
+    *n = 0;
+    if (len > VALIDATE_BATCH_MAX_BODY)
+        return fail(err, 413, "request body larger than %d bytes", VALIDATE_BATCH_MAX_BODY);
+    if (!utf8_valid((const unsigned char *)body, len))
+        return fail(err, 400, "body is not valid UTF-8");
+    cJSON *doc = parse_body(body, len);
+    if (!doc)
+        return fail(err, 400, "body is not valid JSON");
+    int rc = -1, count = cJSON_GetArraySize(doc);
+    struct span *spans = NULL;
+    if (!cJSON_IsArray(doc)) {
+        fail(err, 400, "body must be a JSON array of transaction objects");
+        goto out;
+    }
+    if (count == 0) {
+        fail(err, 400, "body must hold at least one transaction");
+        goto out;
+    }
+    if (count > VALIDATE_BATCH_MAX) {
+        fail(err, 413, "at most %d transactions per request, got %d", VALIDATE_BATCH_MAX, count);
+        goto out;
+    }
+    int max_members = (int)(len / 4 + 1);
+    spans = calloc((size_t)max_members, sizeof *spans);
+    if (!spans) {
+        fail(err, 500, "out of memory");
+        goto out;
+    }
+    /* cJSON accepted the array, so the scanner meets '[', the elements
+     * separated by ',' and ']'; anything else is a byte cJSON tolerates and
+     * RFC 8259 does not (a control character as whitespace). */
+    size_t pos = skip_ws(body, 0, len);
+    int k = 0;
+    for (const cJSON *item = doc->child; item; item = item->next, k++) {
+        char expect = k == 0 ? '[' : ',';
+        if (pos >= len || body[pos] != expect) {
+            fail(err, 400, "body is not valid JSON");
+            goto out;
+        }
+        pos = skip_ws(body, pos + 1, len);
+        if (check_element(body, len, &pos, item, k, max_element, spans, max_members, &out[k],
+                          err) != 0)
+            goto out;
+        pos = skip_ws(body, pos, len);
+    }
+    if (pos >= len || body[pos] != ']' || skip_ws(body, pos + 1, len) != len) {
+        fail(err, 400, "body is not valid JSON");
+        goto out;
+    }
+    *n = (uint32_t)count;
+    rc = 0;
 out:
     free(spans);
     cJSON_Delete(doc);

@@ -24,6 +24,18 @@ struct validate_error {
 int validate_transaction(const char *body, size_t len, size_t max_body, struct txn_entry *out,
                          struct validate_error *err);
 
+/* POST /transactions: a JSON array of 1..VALIDATE_BATCH_MAX transaction
+ * objects, each obeying the rules of validate_transaction and at most
+ * max_element bytes, in a body of at most VALIDATE_BATCH_MAX_BODY bytes.
+ * Fills out[0 .. *n) (out has room for VALIDATE_BATCH_MAX). The first
+ * invalid element refuses the whole request, its message prefixed with
+ * "element <index>: " (0-based). Returns 0, or -1 with *err filled (400 or
+ * 413). */
+#define VALIDATE_BATCH_MAX 1000
+#define VALIDATE_BATCH_MAX_BODY (256 * 1024)
+int validate_transactions(const char *body, size_t len, size_t max_element, struct txn_entry *out,
+                          uint32_t *n, struct validate_error *err);
+
 /* 0 if a Content-Type header value means JSON ("application/json", any case,
  * optionally followed by parameters such as "; charset=utf-8"), else -1. */
 int validate_content_type(const char *value);

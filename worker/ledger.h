@@ -5,6 +5,7 @@
 #ifndef TXP_LEDGER_H
 #define TXP_LEDGER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -54,18 +55,19 @@ struct ledger_outcome {
  * storage ceiling it measures is the one a worker runs under). */
 #define LEDGER_PRAGMAS ""
 
-/* The worker's two statements per transaction, shared with the ceiling
- * benchmark. CREDIT changes a balance only if the result stays >= ?3 (0 for
- * a withdrawal) and <= ?4 (no int64 overflow for a deposit), returning the
- * new balance; RECORD inserts the transaction row once per txid. */
-#define LEDGER_SQL_CREDIT                                                         \
-    "UPDATE users SET balance = balance + ?1 WHERE card_number = ?2 "             \
-    "AND balance >= ?3 AND balance <= ?4 AND typeof(balance) = 'integer' "        \
-    "RETURNING balance"
-#define LEDGER_SQL_RECORD                                                         \
-    "INSERT INTO transactions(card_number, amount, success, txid, status, "       \
-    "balance_after, queued_at, applied_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) " \
-    "ON CONFLICT(txid) DO NOTHING"
+/* The worker's statements for one transaction, shared with the ceiling
+ * benchmark: read the account, write its new balance by rowid, and insert
+ * the transaction row (ledger_sql_record). */
+#define LEDGER_SQL_ACCOUNT "SELECT rowid, balance FROM users WHERE card_number = ?1"
+#define LEDGER_SQL_SET_BALANCE "UPDATE users SET balance = ?1 WHERE rowid = ?2"
+/* Rows per INSERT statement when a batch's rows are recorded together. */
+#define LEDGER_RECORD_CHUNK 32
+
+/* Writes the text of an INSERT of rows transactions rows (8 parameters
+ * each: card_number, amount, success, txid, status, balance_after,
+ * queued_at, applied_at; ON CONFLICT(txid) DO NOTHING) into buf.
+ * Returns 0, or -1 if cap is too small. */
+int ledger_sql_record(char *buf, size_t cap, unsigned rows);
 
 struct ledger;
 

@@ -8,9 +8,8 @@ import time
 import pytest
 import requests
 
-from conftest import (HTTP_TIMEOUT, Load, assert_counters_match_db, card, cont_workers,
-                      final_rows, make_ops, stop_holding_claim, stop_workers, unknown_card,
-                      wait_until)
+from conftest import (HTTP_TIMEOUT, assert_counters_match_db, card, cont_workers, stop_workers,
+                      unknown_card, wait_until)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -351,13 +350,15 @@ def test_dashboard_is_html(shared_server):
     assert "<html" in r.text.lower()
 
 
-@pytest.mark.parametrize("path", ["/nope", "/transactions", "/balance/x", "/metrics/extra"])
+@pytest.mark.parametrize("path", ["/nope", "/transactionz", "/transactions/1", "/balance/x",
+                                  "/metrics/extra"])
 def test_unknown_path_is_404(shared_server, path):
     assert_error(shared_server.get(path), 404)
 
 
 @pytest.mark.parametrize("method,path,allowed", [
     ("GET", "/transaction", "POST"),
+    ("GET", "/transactions", "POST"),
     ("PUT", "/transaction", "POST"),
     ("DELETE", "/balance", "GET"),
     ("POST", "/balance", "GET"),
@@ -590,29 +591,24 @@ def test_get_transaction_queued_while_workers_stopped(server_factory):
 
 def test_claimed_entries_report_queued(server_factory):
     """An entry a worker has claimed but not committed is neither in the ring
-    nor in the ledger: GET must still find it."""
+    nor in the ledger: GET must still find it. Holding the ledger's write
+    lock keeps the worker's claim uncommitted for as long as the test needs."""
     srv = server_factory(workers=1)
-    load = Load(srv.port, make_ops(20000, 1000, rng_seed=21), threads=8)
-    load.start()
-    pid = None
+    lock = sqlite3.connect(str(srv.db), timeout=10, isolation_level=None)
     try:
-        wait_until(lambda: load.done >= 300, 60, "load to get going")
-        pid = srv.child_pids("worker")[0]
-        claimed = stop_holding_claim(srv, pid)
-        load.stop.set()
-        load.join(timeout=30)
-        recorded = final_rows(srv.db)
-        pending = sorted(t for t in load.accepted if t not in recorded)
-        assert len(pending) >= claimed
-        # The claimed entries are the oldest pending ones.
-        for txid in pending[:claimed] + pending[-3:]:
+        lock.execute("BEGIN IMMEDIATE")
+        sent = {srv.submit(card(i), 7 + i): (card(i), 7 + i) for i in range(20)}
+        wait_until(lambda: srv.queue()["claimed"] > 0, 10, "the worker to claim a batch")
+        q = srv.queue()
+        assert q["claimed"] >= 1 and q["claimed"] + q["depth"] == 20, q  # claimed ones and queued ones
+        for txid, (card_number, amount) in sent.items():
             r = srv.transaction(txid)
             assert r.status_code == 200, (txid, r.status_code, r.text)
             body = r.json()
             assert body["status"] == "queued", body
-            assert (body["card_number"], body["amount"]) == load.accepted[txid]
+            assert (body["card_number"], body["amount"]) == (card_number, amount)
     finally:
-        load.stop.set()
-        if pid:
-            cont_workers([pid])
-    srv.wait_final(load.accepted, timeout=30)
+        lock.execute("ROLLBACK")
+        lock.close()
+    rows = srv.wait_final(list(sent), timeout=30)
+    assert all(rows[t] == "applied" for t in sent)

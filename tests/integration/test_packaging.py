@@ -8,9 +8,7 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 
-import pytest
 import requests
 import yaml
 

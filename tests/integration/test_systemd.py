@@ -1,6 +1,5 @@
 """systemd integration: the sd_notify datagrams the master sends to
 $NOTIFY_SOCKET, and the shipped unit file."""
-import os
 import shutil
 import signal
 import socket

@@ -500,6 +500,49 @@ TEST(ledger_recorded_txid_without_attempts_is_undone)
     tmpdb_remove(&t);
 }
 
+/* Rows are inserted LEDGER_RECORD_CHUNK per statement; a chunk that meets a
+ * recorded txid must send the whole batch down the entry-by-entry path. */
+TEST(ledger_recorded_txid_inside_a_grouped_insert_is_undone)
+{
+    enum { N = 3 * LEDGER_RECORD_CHUNK }; /* whole chunks: no single-row INSERT */
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    static struct txn_entry b[N], again[N];
+    static struct ledger_outcome o[N];
+    for (int i = 0; i < N; i++)
+        b[i] = entry((uint64_t)i + 1, i % 2 ? "1111 0000" : "3333 0000", i % 3 ? 7 : -3, 0);
+    CHECK_EQ_INT(ledger_apply_batch(l, b, N, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(count_rows(db), N);
+    /* ids follow txids although rows were inserted in chunks */
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions a JOIN transactions b "
+                             "ON a.id < b.id AND a.txid > b.txid", NULL), 0);
+    int64_t sum = balance_sum(db), b1 = balance_of(db, "1111 0000");
+
+    /* The same batch again, attempts 0, with new entries in the middle of
+     * the second chunk: only the new ones count. */
+    for (int i = 0; i < N; i++)
+        again[i] = b[i];
+    again[LEDGER_RECORD_CHUNK + 3] = entry(N + 1, "1111 0000", 100, 0);
+    again[LEDGER_RECORD_CHUNK + 4] = entry(N + 2, "9999 0000", 5, 0);
+    CHECK_EQ_INT(ledger_apply_batch(l, again, N, T_APPLIED_AT, o), LEDGER_OK);
+    for (int i = 0; i < N; i++) {
+        int fresh = i == LEDGER_RECORD_CHUNK + 3 || i == LEDGER_RECORD_CHUNK + 4;
+        CHECK_EQ_INT(o[i].replayed, !fresh);
+    }
+    CHECK_EQ_INT(o[LEDGER_RECORD_CHUNK + 3].status, TXN_STATUS_APPLIED);
+    CHECK_EQ_INT(o[LEDGER_RECORD_CHUNK + 3].balance_after, b1 + 100);
+    CHECK_EQ_INT(o[LEDGER_RECORD_CHUNK + 4].status, TXN_STATUS_UNKNOWN_ACCOUNT);
+    CHECK_EQ_INT(balance_sum(db), sum + 100);
+    CHECK_EQ_INT(count_rows(db), N + 2);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(DISTINCT txid) FROM transactions", NULL), N + 2);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
 TEST(ledger_busy_database_returns_retry_and_changes_nothing)
 {
     struct tmpdb t;

@@ -218,6 +218,34 @@ TEST(ring_repairs_requeue_interrupted_by_death)
     CHECK_EQ_INT(batch[2].attempts, 0);
 }
 
+/* Regression: a requeue finished by the EOWNERDEAD repair did not count
+ * itself in 'requeued', so ring_find, which looks past an entry's home slot
+ * only when something was requeued, lost the displaced entries. */
+TEST(ring_find_sees_entries_requeued_by_a_repair)
+{
+    size_t bytes;
+    struct ring *r = ring_new(8, 2, 4, 1, &bytes);
+    uint64_t ids[5];
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(enqueue_one(r, 1 + i, &ids[i]), 0);
+    const struct txn_entry *batch;
+    CHECK_EQ_INT(ring_claim(r, 0, 2, &batch), 2); /* ids[0], ids[1] */
+    CHECK_EQ_INT(ring_claim(r, 1, 2, &batch), 2); /* ids[2], ids[3] */
+    /* Slot 0's entries go back into the slots of ids[2] and ids[3]. */
+    die_holding_lock(r, RING_OP_REQUEUE, 0, 2);
+    struct txn_entry out;
+    CHECK_EQ_INT(ring_find(r, ids[0], &out), RING_FOUND_QUEUED);
+    CHECK_EQ_INT(out.amount, 1);
+    CHECK_EQ_INT(out.attempts, 1);
+    CHECK_EQ_INT(ring_find(r, ids[1], &out), RING_FOUND_QUEUED);
+    CHECK_EQ_INT(out.amount, 2);
+    CHECK_EQ_INT(ring_find(r, ids[2], &out), RING_FOUND_CLAIMED);
+    struct ring_stats st;
+    ring_stats(r, &st);
+    CHECK_EQ_INT(st.repairs, 1);
+    CHECK_EQ_INT(st.requeued, 2);
+}
+
 TEST(ring_lock_holder_death_without_intent_changes_nothing)
 {
     size_t bytes;

@@ -181,6 +181,59 @@ TEST(validate_body_need_not_be_nul_terminated)
     CHECK_EQ_INT(e.amount, 12);
 }
 
+/* Regression: cJSON copies any byte into a string, so a body that was not
+ * UTF-8 (RFC 8259 requires it) was accepted when the bad bytes sat outside
+ * the two fields read. */
+TEST(validate_refuses_invalid_utf8_anywhere_in_the_body)
+{
+    static const char *const bodies[] = {
+        "{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xff\"}",   /* stray byte */
+        "{\"card_number\": \"1234\", \"amount\": 5, \"n\xc3\x28\": 1}",       /* bad continuation */
+        "{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xc0\xaf\"}", /* overlong '/' */
+        "{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xed\xa0\x80\"}", /* surrogate */
+        "{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xf4\x90\x80\x80\"}", /* > U+10FFFF */
+        "{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xe2\x82\"}",  /* truncated */
+        "{\"card_number\": \"12\xff" "34\", \"amount\": 5}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        struct txn_entry e;
+        struct validate_error err = { 0, "" };
+        CHECK_EQ_INT(validate_transaction(bodies[i], strlen(bodies[i]), MAX_BODY, &e, &err), -1);
+        CHECK_EQ_INT(err.status, 400);
+        CHECK_STR(err.message, "body is not valid UTF-8");
+    }
+    /* Well-formed multi-byte text outside the fields is fine. */
+    static const char ok[] = "{\"card_number\": \"1234\", \"amount\": 5, "
+                             "\"note\": \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}";
+    struct txn_entry e;
+    struct validate_error err = { 0, "" };
+    CHECK_EQ_INT(validate_transaction(ok, strlen(ok), MAX_BODY, &e, &err), 0);
+    CHECK_EQ_INT(e.amount, 5);
+}
+
+/* Regression: cJSON ends a member name at an escaped NUL, so a member named
+ * "amount\u0000x" was read as amount, unlike any other JSON reader. */
+TEST(validate_refuses_nul_escape_in_a_field_name)
+{
+    static const char *const bodies[] = {
+        "{\"card_number\": \"1234\", \"amount\\u0000x\": 5}",
+        "{\"card_number\\u0000\": \"1234\", \"amount\": 5}",
+        "{\"card_number\": \"1234\", \"amount\": 5, \"\\u0000\": 1}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        struct txn_entry e;
+        struct validate_error err = { 0, "" };
+        CHECK_EQ_INT(validate_transaction(bodies[i], strlen(bodies[i]), MAX_BODY, &e, &err), -1);
+        CHECK_EQ_INT(err.status, 400);
+        CHECK_STR(err.message, "field names must not contain \\u0000");
+    }
+    /* An escaped backslash followed by "u0000" is not a NUL. */
+    static const char ok[] = "{\"card_number\": \"1234\", \"amount\": 5, \"a\\\\u0000\": 1}";
+    struct txn_entry e;
+    struct validate_error err = { 0, "" };
+    CHECK_EQ_INT(validate_transaction(ok, strlen(ok), MAX_BODY, &e, &err), 0);
+}
+
 TEST(validate_content_type_accepts_json_with_parameters)
 {
     CHECK_EQ_INT(validate_content_type("application/json"), 0);
@@ -213,4 +266,145 @@ TEST(validate_txid_is_positive_decimal)
     CHECK_EQ_INT(validate_txid("12a", 3, &id), -1);
     CHECK_EQ_INT(validate_txid("12/3", 4, &id), -1);
     CHECK_EQ_INT(validate_txid("1 ", 2, &id), -1);
+}
+
+/* ---- POST /transactions: arrays of transaction objects ------------------ */
+
+static struct txn_entry batch_out[VALIDATE_BATCH_MAX];
+
+struct bad_batch {
+    const char *body;
+    int status;
+    const char *message;
+};
+
+static const struct bad_batch bad_batches[] = {
+    { "", 400, "body is not valid JSON" },
+    { "[", 400, "body is not valid JSON" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5},]", 400, "body is not valid JSON" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}] x", 400, "body is not valid JSON" },
+    { "[{\"card_number\": \"1234\",\x01\"amount\": 5}]", 400, "body is not valid JSON" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}\x01]", 400, "body is not valid JSON" },
+    { "{\"card_number\": \"1234\", \"amount\": 5}", 400,
+      "body must be a JSON array of transaction objects" },
+    { "\"[]\"", 400, "body must be a JSON array of transaction objects" },
+    { "[]", 400, "body must hold at least one transaction" },
+    { " [ ] ", 400, "body must hold at least one transaction" },
+    { "[1]", 400, "element 0: must be a JSON object" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}, null]", 400, "element 1: must be a JSON object" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}, [{\"card_number\": \"1234\", \"amount\": 5}]]",
+      400, "element 1: must be a JSON object" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}, {\"card_number\": \"1234\", \"amount\": 1.5},"
+      " {\"card_number\": \"1234\", \"amount\": \"x\"}]",
+      400, "element 1: amount must be an integer" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5}, {\"card_number\": \"1234\", \"amount\": 6},"
+      " {\"card_number\": \"1234\", \"amount\": 7}, {\"amount\": 8}]",
+      400, "element 3: card_number is required" },
+    { "[{\"card_number\": \"12-34\", \"amount\": 5}]", 400,
+      "element 0: card_number must be a string of 1-32 digits and spaces" },
+    { "[{\"card_number\": \"1234\", \"amount\": 0}]", 400, "element 0: amount must be non-zero" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5, \"amount\": 6}]", 400,
+      "element 0: field amount appears more than once" },
+    { "[{\"card_number\": \"1234\", \"amount\\u0000\": 5}]", 400,
+      "element 0: field names must not contain \\u0000" },
+    { "[{\"card_number\": \"1234\", \"amount\": 5, \"note\": \"\xff\"}]", 400,
+      "body is not valid UTF-8" },
+};
+
+TEST(validate_batch_rejects_each_bad_body_naming_the_element)
+{
+    for (size_t i = 0; i < sizeof bad_batches / sizeof bad_batches[0]; i++) {
+        const struct bad_batch *c = &bad_batches[i];
+        struct validate_error err = { 0, "" };
+        uint32_t n = 99;
+        int rc = validate_transactions(c->body, strlen(c->body), MAX_BODY, batch_out, &n, &err);
+        if (rc != -1 || err.status != c->status || strcmp(err.message, c->message) != 0)
+            fprintf(stderr, "  case %zu: %s\n  -> rc %d, %d \"%s\"\n", i, c->body, rc,
+                    err.status, err.message);
+        CHECK_EQ_INT(rc, -1);
+        CHECK_EQ_INT(n, 0);
+        CHECK_EQ_INT(err.status, c->status);
+        CHECK_STR(err.message, c->message);
+    }
+}
+
+TEST(validate_batch_accepts_arrays_in_order)
+{
+    static const char body[] =
+        " \r\n[ {\"card_number\": \"6219 8619 0042 8640\", \"amount\": -150} ,"
+        "{\"amount\": 7, \"card_number\": \"1\", \"note\": {\"amount\": 1.5, \"x\": [\"]\", {}]}},"
+        "{\"card_number\":\"42\",\"amount\":1000000000000000}\n] ";
+    struct validate_error err = { 0, "" };
+    uint32_t n = 0;
+    CHECK_EQ_INT(validate_transactions(body, strlen(body), MAX_BODY, batch_out, &n, &err), 0);
+    CHECK_EQ_INT(n, 3);
+    CHECK_STR(batch_out[0].card, "6219 8619 0042 8640");
+    CHECK_EQ_INT(batch_out[0].amount, -150);
+    CHECK_STR(batch_out[1].card, "1");
+    CHECK_EQ_INT(batch_out[1].amount, 7);
+    CHECK_STR(batch_out[2].card, "42");
+    CHECK(batch_out[2].amount == 1000000000000000LL);
+    for (uint32_t i = 0; i < n; i++) {
+        CHECK_EQ_INT(batch_out[i].kind, TXN_KIND_AMOUNT);
+        CHECK_EQ_INT(batch_out[i].txid, 0);
+    }
+}
+
+/* Builds "[{...},{...}...]" with count elements into a malloc'd string. */
+static char *batch_body(unsigned count, size_t *len)
+{
+    static const char item[] = "{\"card_number\": \"6219 8619 0042 8640\", \"amount\": 12}";
+    char *s = malloc(2 + count * sizeof item);
+    CHECK(s != NULL);
+    size_t used = 0;
+    s[used++] = '[';
+    for (unsigned i = 0; i < count; i++) {
+        if (i > 0)
+            s[used++] = ',';
+        memcpy(s + used, item, sizeof item - 1);
+        used += sizeof item - 1;
+    }
+    s[used++] = ']';
+    *len = used;
+    return s;
+}
+
+TEST(validate_batch_limits_count_body_and_element_size)
+{
+    struct validate_error err = { 0, "" };
+    uint32_t n = 0;
+    size_t len;
+    char *body = batch_body(VALIDATE_BATCH_MAX, &len);
+    CHECK_EQ_INT(validate_transactions(body, len, MAX_BODY, batch_out, &n, &err), 0);
+    CHECK_EQ_INT(n, VALIDATE_BATCH_MAX);
+    CHECK_EQ_INT(batch_out[VALIDATE_BATCH_MAX - 1].amount, 12);
+    free(body);
+
+    body = batch_body(VALIDATE_BATCH_MAX + 1, &len);
+    CHECK_EQ_INT(validate_transactions(body, len, MAX_BODY, batch_out, &n, &err), -1);
+    CHECK_EQ_INT(err.status, 413);
+    CHECK_STR(err.message, "at most 1000 transactions per request, got 1001");
+    free(body);
+
+    /* A body over the limit is refused before it is parsed. */
+    size_t big = VALIDATE_BATCH_MAX_BODY + 1;
+    body = malloc(big);
+    CHECK(body != NULL);
+    memset(body, ' ', big);
+    body[0] = '[';
+    body[big - 1] = ']';
+    CHECK_EQ_INT(validate_transactions(body, big, MAX_BODY, batch_out, &n, &err), -1);
+    CHECK_EQ_INT(err.status, 413);
+    CHECK_STR(err.message, "request body larger than 262144 bytes");
+    free(body);
+
+    /* One element may not be larger than a single POST /transaction body. */
+    char element[MAX_BODY + 256];
+    int k = snprintf(element, sizeof element, "[{\"card_number\": \"1\", \"amount\": 1}, "
+                                              "{\"card_number\": \"1\", \"amount\": 1, \"pad\": \"");
+    memset(element + k, 'x', MAX_BODY);
+    memcpy(element + k + MAX_BODY, "\"}]", 4);
+    CHECK_EQ_INT(validate_transactions(element, strlen(element), MAX_BODY, batch_out, &n, &err), -1);
+    CHECK_EQ_INT(err.status, 413);
+    CHECK_STR(err.message, "element 1: larger than 4096 bytes");
 }

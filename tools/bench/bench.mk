@@ -1,0 +1,37 @@
+# Benchmarks (never part of `make test`). Included by the top-level Makefile,
+# whose variables (BUILD, CC, CFLAGS, LIB_OBJ, LIBS...) are used here.
+#
+#   make bench         ingest, HTTP ceiling, apply, storage ceiling, sustained
+#                      load and batch ingest, 3 runs each -> bench/results.json
+#   make bench-scale   ingest and apply vs workers, frontends, connections and
+#                      accounts -> bench/scale.json and docs/bench/*.png
+#   make bench-ceiling the reference programs only (sqlite_ceiling, evhttp_floor)
+#
+# BENCH_ARGS / BENCH_SCALE_ARGS pass options to the drivers (--help lists them).
+
+SQLITE_CEILING = $(BUILD)/sqlite_ceiling
+EVHTTP_FLOOR   = $(BUILD)/evhttp_floor
+BENCH_OUT     ?= bench
+BENCH_ARGS    ?=
+BENCH_SCALE_ARGS ?=
+
+.PHONY: bench bench-scale bench-ceiling bench-deps
+
+bench-deps:
+	@sh tools/bench/deps.sh
+
+$(SQLITE_CEILING): $(call obj,tools/bench/sqlite_ceiling.c) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(EVHTTP_FLOOR): $(call obj,tools/bench/evhttp_floor.c)
+	$(CC) $(LDFLAGS) -o $@ $^ -levent -lcjson
+
+bench-ceiling: $(SQLITE_CEILING) $(EVHTTP_FLOOR)
+
+bench: bench-deps
+	@$(MAKE) --no-print-directory all bench-ceiling
+	$(PYTHON) tools/bench/bench.py --build $(BUILD) --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-scale: bench-deps
+	@$(MAKE) --no-print-directory all bench-ceiling
+	$(PYTHON) tools/bench/scale.py --build $(BUILD) --out $(BENCH_OUT) --charts docs/bench $(BENCH_SCALE_ARGS)

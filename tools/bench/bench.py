@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""make bench: txprocd against the ceilings of this machine, side by side.
+
+Each measurement runs --reps times (3) on a fresh server (temp ledger seeded
+with --accounts demo accounts, its own shm name, an ephemeral loopback port)
+and the table shows the median and the min-max:
+
+  ingest     wrk (post.lua: random valid transactions) against POST
+             /transaction with a queue large enough to absorb the whole run:
+             202s/s, latency p50/p99/p99.9, answers other than 202.
+  http ceil  the same wrk run against nginx answering `return 202` (one
+             worker, tools/bench/nginx.conf): the most any HTTP server does
+             here.
+  apply      committed transactions/s from the shared-memory counters while
+             a backlog exists: after the ingest run, while the workers drain
+             what it queued (no HTTP load: the conditions of the storage
+             ceiling), and during the ingest run (sharing the cores with HTTP).
+  storage    tools/bench/sqlite_ceiling: one SQLite connection applying the
+             same random transactions, batch = --batch-max, same schema and
+             PRAGMAs; "naive" SELECT/UPDATE/INSERT (the ratio's denominator)
+             and the worker's own statements.
+  sustained  --sustained-seconds of the same load at the default
+             configuration: committed/s at equilibrium (after the first third),
+             share of 503s, p99 of all answers, memory per child, idle CPU.
+  batch      wrk posting arrays of 100 to POST /transactions: transactions/s.
+
+Writes the table to stdout and everything to <out>/results.json.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
+
+TARGETS = {
+    "ingest_ratio": 0.6,        # ingest / nginx
+    "ingest_p99_ms": 5.0,
+    "apply_ratio": 0.8,         # apply / storage ceiling (naive)
+    "sustained_ratio": 0.8,     # sustained committed/s / storage ceiling (naive)
+    "sustained_p99_ms": 10.0,
+    "rss_mib": 16.0,
+}
+
+
+def run_ingest(a):
+    srv = bl.Txprocd(a.build, a.accounts, ["--queue-size", a.ingest_queue, "--batch-max", a.batch_max])
+    try:
+        srv.start()
+        sampler = bl.Sampler(srv, interval=0.5)
+        sampler.start()
+        watch = bl.CpuWatch(p for _, p in srv.pids())
+        t0 = time.monotonic()
+        w = bl.wrk(srv.url, a.ingest_seconds, a.threads, a.connections, a.accounts)
+        t1 = time.monotonic()
+        other = watch.cores()
+        time.sleep(0.3)
+        samples = sampler.stop()
+        end = [s for s in samples if s["t"] >= t1]
+        q = end[0]["queue"] if end else samples[-1]["queue"]
+        last = samples[-1]["counters"]
+        srv.stop(kill=True)  # what is still queued is of no interest
+        return {"wrk": w, "accepted_per_s": w["ok_per_s"],
+                "non_202": w["errors"]["status"] + w["socket_errors"],
+                "p50_ms": w["latency_us"]["p50"] / 1000, "p99_ms": w["latency_us"]["p99"] / 1000,
+                "p999_ms": w["latency_us"]["p999"] / 1000, "backlog_at_end": q["depth"] + q["claimed"],
+                "apply_during_ingest_per_s": bl.rate(samples, t0 + 1.0, t1),
+                "server_accepted": last.get("tx_accepted"), "other_cpu_cores": other}
+    finally:
+        srv.cleanup()
+
+
+def run_nginx(a):
+    ng = bl.Nginx()
+    try:
+        ng.start()
+        watch = bl.CpuWatch(bl.group_pids(ng.proc.pid))
+        w = bl.wrk(ng.url, a.ingest_seconds, a.threads, a.connections, a.accounts)
+        return {"wrk": w, "accepted_per_s": w["ok_per_s"], "p50_ms": w["latency_us"]["p50"] / 1000,
+                "p99_ms": w["latency_us"]["p99"] / 1000, "p999_ms": w["latency_us"]["p999"] / 1000,
+                "non_202": w["errors"]["status"] + w["socket_errors"], "other_cpu_cores": watch.cores()}
+    finally:
+        ng.cleanup()
+
+
+def run_floor(a):
+    fl = bl.EvhttpFloor(a.build, procs=2)
+    try:
+        fl.start()
+        watch = bl.CpuWatch(bl.group_pids(fl.proc.pid))
+        w = bl.wrk(fl.url, a.ingest_seconds, a.threads, a.connections, a.accounts)
+        return {"wrk": w, "accepted_per_s": w["ok_per_s"], "p99_ms": w["latency_us"]["p99"] / 1000,
+                "non_202": w["errors"]["status"] + w["socket_errors"], "other_cpu_cores": watch.cores()}
+    finally:
+        fl.stop()
+
+
+def run_sustained(a):
+    srv = bl.Txprocd(a.build, a.accounts, [])
+    try:
+        srv.start()
+        sampler = bl.Sampler(srv, interval=0.5)
+        sampler.start()
+        pids = srv.pids()
+        watch = bl.CpuWatch(p for _, p in pids)
+        t0 = time.monotonic()
+        w = bl.wrk(srv.url, a.sustained_seconds, a.threads, a.connections, a.accounts)
+        t1 = time.monotonic()
+        other = watch.cores()
+        mem = [dict(role=r, pid=p, **bl.proc_status(p)) for r, p in pids]
+        samples = sampler.stop()
+        eq = bl.rate(samples, t0 + a.sustained_seconds / 3.0, t1)
+        c = samples[-1]["counters"]
+        # Idle: the backlog applied, then nothing to do.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and srv.txctl("queue")["depth"] > 0:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        idle = bl.idle_cpu(pids, a.idle_seconds)
+        rc = srv.stop()
+        total = w["requests"]
+        return {"wrk": w, "committed_per_s": eq, "share_503": w["errors"]["status"] / total if total else None,
+                "server_queue_full": c["tx_queue_full"], "server_accepted": c["tx_accepted"],
+                "p50_ms": w["latency_us"]["p50"] / 1000, "p99_ms": w["latency_us"]["p99"] / 1000,
+                "p999_ms": w["latency_us"]["p999"] / 1000, "timeouts": w["errors"]["timeout"],
+                "socket_errors": w["socket_errors"], "memory_kib": mem, "idle_cpu": idle,
+                "rss_max_mib": max(m.get("VmHWM", 0) for m in mem if m["role"] != "master") / 1024,
+                "anon_max_mib": max(m.get("RssAnon", 0) for m in mem if m["role"] != "master") / 1024,
+                "shmem_max_mib": max(m.get("RssShmem", 0) for m in mem if m["role"] != "master") / 1024,
+                "master_idle_cpu_percent": next(i["cpu_percent"] for i in idle if i["role"] == "master"),
+                "exit_code": rc, "other_cpu_cores": other}
+    finally:
+        srv.cleanup()
+
+
+def run_batch(a, server_args=()):
+    """Batch ingest, then the apply rate: arrays of 100 fill the queue far
+    faster than any worker applies, so what they leave behind is a backlog
+    the workers drain with no HTTP load -- the conditions of the storage
+    ceiling."""
+    srv = bl.Txprocd(a.build, a.accounts, ["--queue-size", a.batch_queue, "--batch-max", a.batch_max,
+                                           *server_args])
+    try:
+        srv.start()
+        w = bl.wrk(srv.url, a.batch_seconds, a.threads, a.connections, a.accounts, batch=100)
+        workers = [p for r, p in srv.pids() if r == "worker"]
+        ticks0 = sum(bl.cpu_ticks(p) or 0 for p in workers)
+        sampler = bl.Sampler(srv, interval=0.1)
+        sampler.start()
+        t1 = time.monotonic()
+        while time.monotonic() < t1 + a.drain_seconds:
+            s = sampler.samples[-1] if sampler.samples else None
+            if s and s["queue"]["depth"] == 0:
+                break
+            time.sleep(0.1)
+        samples = sampler.stop()
+        ticks1 = sum(bl.cpu_ticks(p) or 0 for p in workers)
+        busy = [s for s in samples if s["queue"]["depth"] > 0]
+        drain = bl.rate(busy, busy[0]["t"], busy[-1]["t"]) if len(busy) >= 2 else None
+        c = samples[-1]["counters"]
+        batches = (c["batches_committed"] - busy[0]["counters"]["batches_committed"]) if busy else 0
+        applied = (bl.committed(busy[-1]) - bl.committed(busy[0])) if busy else 0
+        srv.stop(kill=True)  # the rest of the backlog is of no interest
+        return {"wrk": w, "requests_per_s": w["ok_per_s"], "tx_per_s": w["ok_per_s"] * 100,
+                "non_202": w["errors"]["status"] + w["socket_errors"],
+                "p99_ms": w["latency_us"]["p99"] / 1000, "server_accepted": c["tx_accepted"],
+                "backlog": busy[0]["queue"]["depth"] if busy else 0,
+                "apply_drain_per_s": drain, "drain_window_s": busy[-1]["t"] - busy[0]["t"] if busy else 0,
+                "mean_batch": applied / batches if batches else None,
+                # CPU the workers spent per committed transaction while
+                # draining: less sensitive to a busy machine than the rate.
+                "worker_cpu_us_per_tx": ((ticks1 - ticks0) / os.sysconf("SC_CLK_TCK") * 1e6
+                                         / (bl.committed(samples[-1]) - bl.committed(samples[0])))
+                if samples and bl.committed(samples[-1]) > bl.committed(samples[0]) else None}
+    finally:
+        srv.cleanup()
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if unit == "%":
+        return "%.1f%%" % (100 * v)
+    if isinstance(v, float) and abs(v) < 100 and v != int(v):
+        return "%.2f" % v
+    return "{:,.0f}".format(v)
+
+
+def row(name, values, unit=""):
+    s = bl.spread(values)
+    rng = "%s – %s" % (fmt(s["min"], unit), fmt(s["max"], unit)) if s["median"] is not None else ""
+    return "  %-44s %14s   %s" % (name, fmt(s["median"], unit), rng)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default="build")
+    p.add_argument("--out", default="bench")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--accounts", type=int, default=10000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--batch-max", type=int, default=1024, help="server --batch-max and ceiling batch")
+    p.add_argument("--ingest-seconds", type=int, default=10)
+    p.add_argument("--ingest-queue", type=int, default=2097152)
+    p.add_argument("--drain-seconds", type=float, default=8, help="longest apply measurement")
+    p.add_argument("--sustained-seconds", type=int, default=30)
+    p.add_argument("--idle-seconds", type=float, default=3)
+    p.add_argument("--ceiling-seconds", type=float, default=5)
+    p.add_argument("--batch-seconds", type=int, default=2)
+    p.add_argument("--batch-queue", type=int, default=4194304)
+    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch",
+                   help="comma-separated subset of the measurements")
+    a = p.parse_args()
+    a.build = (bl.ROOT / a.build) if not Path(a.build).is_absolute() else Path(a.build)
+    only = set(a.only.split(","))
+    out = Path(a.out) if Path(a.out).is_absolute() else bl.ROOT / a.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    started = time.time()
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": bl.git_commit(),
+            "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
+    runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "sustained",
+                            "batch")}
+    try:
+        for rep in range(a.reps):
+            # Interleaved, so that a burst of noise from elsewhere on the
+            # machine lands on one repetition of each, not on all of one.
+            if "ingest" in only:
+                bl.log("rep %d/%d: ingest" % (rep + 1, a.reps))
+                runs["ingest"].append(run_ingest(a))
+            if "nginx" in only:
+                bl.log("rep %d/%d: nginx ceiling" % (rep + 1, a.reps))
+                runs["nginx"].append(run_nginx(a))
+            if "floor" in only:
+                bl.log("rep %d/%d: bare evhttp server" % (rep + 1, a.reps))
+                runs["floor"].append(run_floor(a))
+            if "ceiling" in only:
+                bl.log("rep %d/%d: storage ceiling" % (rep + 1, a.reps))
+                runs["ceiling_naive"].append(bl.ceiling(a.build, "naive", a.batch_max, a.ceiling_seconds, a.accounts))
+                runs["ceiling_worker"].append(bl.ceiling(a.build, "worker", a.batch_max, a.ceiling_seconds, a.accounts))
+            if "sustained" in only:
+                bl.log("rep %d/%d: sustained" % (rep + 1, a.reps))
+                runs["sustained"].append(run_sustained(a))
+            if "batch" in only:
+                bl.log("rep %d/%d: batch ingest" % (rep + 1, a.reps))
+                runs["batch"].append(run_batch(a))
+    finally:
+        bl.stop_all()
+    meta["loadavg_end"] = bl.loadavg()
+    meta["elapsed_s"] = round(time.time() - started, 1)
+
+    def col(name, key):
+        return [r.get(key) for r in runs[name]]
+
+    summary = {
+        "ingest_per_s": bl.spread(col("ingest", "accepted_per_s")),
+        "ingest_p50_ms": bl.spread(col("ingest", "p50_ms")),
+        "ingest_p99_ms": bl.spread(col("ingest", "p99_ms")),
+        "ingest_p999_ms": bl.spread(col("ingest", "p999_ms")),
+        "ingest_non_202": bl.spread(col("ingest", "non_202")),
+        "nginx_per_s": bl.spread(col("nginx", "accepted_per_s")),
+        "nginx_p99_ms": bl.spread(col("nginx", "p99_ms")),
+        "floor_per_s": bl.spread(col("floor", "accepted_per_s")),
+        "apply_drain_per_s": bl.spread(col("batch", "apply_drain_per_s")),
+        "apply_mean_batch": bl.spread(col("batch", "mean_batch")),
+        "apply_during_ingest_per_s": bl.spread(col("ingest", "apply_during_ingest_per_s")),
+        "backlog_at_end": bl.spread(col("ingest", "backlog_at_end")),
+        "ceiling_naive_per_s": bl.spread([r["per_second"] for r in runs["ceiling_naive"]]),
+        "ceiling_worker_per_s": bl.spread([r["per_second"] for r in runs["ceiling_worker"]]),
+        "sustained_committed_per_s": bl.spread(col("sustained", "committed_per_s")),
+        "sustained_share_503": bl.spread(col("sustained", "share_503")),
+        "sustained_p99_ms": bl.spread(col("sustained", "p99_ms")),
+        "sustained_timeouts": bl.spread(col("sustained", "timeouts")),
+        "rss_max_mib": bl.spread(col("sustained", "rss_max_mib")),
+        "master_idle_cpu_percent": bl.spread(col("sustained", "master_idle_cpu_percent")),
+        "batch_tx_per_s": bl.spread(col("batch", "tx_per_s")),
+        "batch_p99_ms": bl.spread(col("batch", "p99_ms")),
+    }
+
+    def ratio(n, d):
+        n, d = summary[n]["median"], summary[d]["median"]
+        return n / d if n is not None and d else None
+
+    ratios = {
+        "ingest_over_http_ceiling": ratio("ingest_per_s", "nginx_per_s"),
+        "ingest_over_bare_evhttp": ratio("ingest_per_s", "floor_per_s"),
+        "bare_evhttp_over_http_ceiling": ratio("floor_per_s", "nginx_per_s"),
+        "apply_over_storage_ceiling": ratio("apply_drain_per_s", "ceiling_naive_per_s"),
+        "apply_during_ingest_over_storage_ceiling": ratio("apply_during_ingest_per_s", "ceiling_naive_per_s"),
+        "apply_over_worker_statements_ceiling": ratio("apply_drain_per_s", "ceiling_worker_per_s"),
+        "sustained_over_storage_ceiling": ratio("sustained_committed_per_s", "ceiling_naive_per_s"),
+    }
+    S = lambda k: summary[k]["median"]  # noqa: E731
+    checks = [
+        ("ingest >= %.1f x nginx" % TARGETS["ingest_ratio"], ratios["ingest_over_http_ceiling"],
+         lambda v: v >= TARGETS["ingest_ratio"]),
+        ("ingest p99 <= %.0f ms" % TARGETS["ingest_p99_ms"], S("ingest_p99_ms"),
+         lambda v: v <= TARGETS["ingest_p99_ms"]),
+        ("ingest: no answer other than 202", S("ingest_non_202"), lambda v: v == 0),
+        ("apply >= %.1f x storage ceiling" % TARGETS["apply_ratio"], ratios["apply_over_storage_ceiling"],
+         lambda v: v >= TARGETS["apply_ratio"]),
+        ("sustained >= %.1f x storage ceiling" % TARGETS["sustained_ratio"],
+         ratios["sustained_over_storage_ceiling"], lambda v: v >= TARGETS["sustained_ratio"]),
+        ("sustained p99 <= %.0f ms" % TARGETS["sustained_p99_ms"], S("sustained_p99_ms"),
+         lambda v: v <= TARGETS["sustained_p99_ms"]),
+        ("sustained: no timeouts", S("sustained_timeouts"), lambda v: v == 0),
+        ("RSS per child <= %.0f MiB" % TARGETS["rss_mib"], S("rss_max_mib"), lambda v: v <= TARGETS["rss_mib"]),
+        ("master idle CPU ~ 0 (< 0.5%)", S("master_idle_cpu_percent"), lambda v: v < 0.5),
+    ]
+    verdicts = [{"target": n, "value": v, "holds": None if v is None else bool(f(v))}
+                for n, v, f in checks]
+
+    result = {"meta": meta, "summary": summary, "ratios": ratios, "targets": verdicts, "runs": runs}
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    m = meta["machine"]
+    print()
+    print("txprocd make bench — %s, commit %s" % (meta["date"], meta["commit"]))
+    print("machine: %s cores, %s, %s GiB, Linux %s; load average at start %s, at end %s" % (
+        m["cores"], m["cpu"], m.get("mem_gib"), m["kernel"], meta["loadavg_start"], meta["loadavg_end"]))
+    print("load: wrk -t%d -c%d, %d accounts, batch-max %d; medians of %d runs (min – max); %s, %s, SQLite %s" % (
+        a.threads, a.connections, a.accounts, a.batch_max, a.reps, meta["versions"]["wrk"].split(" [")[0],
+        meta["versions"]["nginx"].replace("nginx version: ", ""), meta["versions"]["sqlite"]))
+    print()
+    print("  %-44s %14s   %s" % ("", "median", "min – max"))
+    print("ingest: POST /transaction, %d s, queue %d" % (a.ingest_seconds, a.ingest_queue))
+    print(row("202 responses/s", col("ingest", "accepted_per_s")))
+    print(row("latency p50 ms", col("ingest", "p50_ms")))
+    print(row("latency p99 ms", col("ingest", "p99_ms")))
+    print(row("latency p99.9 ms", col("ingest", "p999_ms")))
+    print(row("answers other than 202 (incl. socket errors)", col("ingest", "non_202")))
+    print(row("committed/s during the run (shm counters)", col("ingest", "apply_during_ingest_per_s")))
+    print(row("backlog when the run ended", col("ingest", "backlog_at_end")))
+    print(row("CPU of other processes on the machine, cores", col("ingest", "other_cpu_cores")))
+    print("HTTP ceiling: nginx return 202, 1 worker, same wrk script")
+    print(row("responses/s", col("nginx", "accepted_per_s")))
+    print(row("latency p99 ms", col("nginx", "p99_ms")))
+    print(row("CPU of other processes on the machine, cores", col("nginx", "other_cpu_cores")))
+    print("reference: bare libevent evhttp + cJSON, validate and answer 202, 2 processes, no queue")
+    print(row("responses/s", col("floor", "accepted_per_s")))
+    print(row("CPU of other processes on the machine, cores", col("floor", "other_cpu_cores")))
+    print("apply: committed/s while a backlog exists (shm counters), workers draining the")
+    print("       backlog left by the batch-ingest run below, no HTTP load, batch-max %d" % a.batch_max)
+    print(row("committed/s", col("batch", "apply_drain_per_s")))
+    print(row("backlog when the drain started", col("batch", "backlog")))
+    print(row("mean entries per SQLite transaction", col("batch", "mean_batch")))
+    print("storage ceiling: tools/bench/sqlite_ceiling, batch %d, %g s" % (a.batch_max, a.ceiling_seconds))
+    print(row("naive SELECT/UPDATE/INSERT tx/s", [r["per_second"] for r in runs["ceiling_naive"]]))
+    print(row("worker's statements tx/s", [r["per_second"] for r in runs["ceiling_worker"]]))
+    print("sustained: default config (queue 65536, batch-max 1024, 2 frontends, 2 workers), %d s" % a.sustained_seconds)
+    print(row("committed/s at equilibrium", col("sustained", "committed_per_s")))
+    print(row("share of 503", col("sustained", "share_503"), "%"))
+    print(row("latency p50 ms (all answers)", col("sustained", "p50_ms")))
+    print(row("latency p99 ms (all answers)", col("sustained", "p99_ms")))
+    print(row("timeouts + socket errors", col("sustained", "socket_errors")))
+    print(row("max resident memory of a child MiB (VmHWM)", col("sustained", "rss_max_mib")))
+    print(row("  of it shared queue pages, MiB (RssShmem)", col("sustained", "shmem_max_mib")))
+    print(row("  private memory of a child, MiB (RssAnon)", col("sustained", "anon_max_mib")))
+    print(row("master CPU when idle, % of a core", col("sustained", "master_idle_cpu_percent")))
+    print(row("CPU of other processes on the machine, cores", col("sustained", "other_cpu_cores")))
+    print("batch ingest: POST /transactions, arrays of 100, %d s" % a.batch_seconds)
+    print(row("transactions/s accepted", col("batch", "tx_per_s")))
+    print(row("answers other than 202", col("batch", "non_202")))
+    print(row("latency p99 ms (per request of 100)", col("batch", "p99_ms")))
+    print()
+    print("ratios (of medians)")
+    for k, v in ratios.items():
+        print("  %-44s %14s" % (k, "n/a" if v is None else "%.2f" % v))
+    print()
+    print("targets")
+    for v in verdicts:
+        mark = "n/a " if v["holds"] is None else ("PASS" if v["holds"] else "FAIL")
+        val = "n/a" if v["value"] is None else ("%.2f" % v["value"] if isinstance(v["value"], float) else v["value"])
+        print("  %s  %-40s %s" % (mark, v["target"], val))
+    print()
+    print("wrote %s (%.0f s)" % (out / "results.json", meta["elapsed_s"]))
+
+
+if __name__ == "__main__":
+    main()
