@@ -191,7 +191,8 @@ static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request 
 /* The frontend runs one request at a time, so one buffer of each serves
  * every batch: 128 KiB of entries and the id list of the answer. */
 static struct txn_entry batch_entries[VALIDATE_BATCH_MAX];
-static char batch_answer[16 + VALIDATE_BATCH_MAX * 24];
+#define ID_TEXT_MAX 24 /* ,"<up to 20 digits>" */
+static char batch_answer[16 + VALIDATE_BATCH_MAX * ID_TEXT_MAX];
 
 /* POST /transactions: an array of up to VALIDATE_BATCH_MAX transactions,
  * queued all or none, answered with their ids in order. */
@@ -212,10 +213,11 @@ static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request
     }
     if (enqueue(c, req, batch_entries, n) != 0)
         return;
+    /* n <= VALIDATE_BATCH_MAX ids of at most ID_TEXT_MAX bytes each: it fits. */
     size_t used = (size_t)snprintf(batch_answer, sizeof batch_answer, "{\"ids\":[");
-    for (uint32_t i = 0; i < n; i++)
-        used += (size_t)snprintf(batch_answer + used, sizeof batch_answer - used, "%s\"%" PRIu64 "\"",
-                                 i ? "," : "", batch_entries[i].txid);
+    for (uint32_t i = 0; i < n && used < sizeof batch_answer - ID_TEXT_MAX; i++)
+        used += (size_t)snprintf(batch_answer + used, ID_TEXT_MAX, "%s\"%" PRIu64 "\"", i ? "," : "",
+                                 batch_entries[i].txid);
     used += (size_t)snprintf(batch_answer + used, sizeof batch_answer - used, "]}");
     respond_body(req, c->metrics, 202, "application/json", batch_answer, used);
 }

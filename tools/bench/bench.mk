@@ -1,10 +1,12 @@
 # Benchmarks (never part of `make test`). Included by the top-level Makefile,
 # whose variables (BUILD, CC, CFLAGS, LIB_OBJ, LIBS...) are used here.
 #
-#   make bench         ingest, HTTP ceiling, apply, storage ceiling, sustained
-#                      load and batch ingest, 3 runs each -> bench/results.json
+#   make bench         ingest, HTTP ceiling (nginx), bare evhttp, apply, storage
+#                      ceiling, sustained load, batch ingest and overload, 3
+#                      runs each -> bench/results.json (about 4.5 minutes)
 #   make bench-scale   ingest and apply vs workers, frontends, connections and
 #                      accounts -> bench/scale.json and docs/bench/*.png
+#                      (about 7 minutes)
 #   make bench-ceiling the reference programs only (sqlite_ceiling, evhttp_floor)
 #
 # BENCH_ARGS / BENCH_SCALE_ARGS pass options to the drivers (--help lists them).
@@ -28,10 +30,10 @@ $(EVHTTP_FLOOR): $(call obj,tools/bench/evhttp_floor.c)
 
 bench-ceiling: $(SQLITE_CEILING) $(EVHTTP_FLOOR)
 
-bench: bench-deps
+bench: deps bench-deps
 	@$(MAKE) --no-print-directory all bench-ceiling
 	$(PYTHON) tools/bench/bench.py --build $(BUILD) --out $(BENCH_OUT) $(BENCH_ARGS)
 
-bench-scale: bench-deps
+bench-scale: deps bench-deps
 	@$(MAKE) --no-print-directory all bench-ceiling
 	$(PYTHON) tools/bench/scale.py --build $(BUILD) --out $(BENCH_OUT) --charts docs/bench $(BENCH_SCALE_ARGS)

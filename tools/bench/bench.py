@@ -12,9 +12,11 @@ and the table shows the median and the min-max:
              worker, tools/bench/nginx.conf): the most any HTTP server does
              here.
   apply      committed transactions/s from the shared-memory counters while
-             a backlog exists: after the ingest run, while the workers drain
-             what it queued (no HTTP load: the conditions of the storage
-             ceiling), and during the ingest run (sharing the cores with HTTP).
+             a backlog exists: the workers draining what the batch-ingest run
+             queued (no HTTP load: the conditions of the storage ceiling);
+             also the rate during the ingest run (sharing cores with HTTP).
+  reference  tools/bench/evhttp_floor: bare libevent evhttp + cJSON, 2
+             processes, validate and answer 202 -- what evhttp itself costs.
   storage    tools/bench/sqlite_ceiling: one SQLite connection applying the
              same random transactions, batch = --batch-max, same schema and
              PRAGMAs; "naive" SELECT/UPDATE/INSERT (the ratio's denominator)
@@ -22,7 +24,10 @@ and the table shows the median and the min-max:
   sustained  --sustained-seconds of the same load at the default
              configuration: committed/s at equilibrium (after the first third),
              share of 503s, p99 of all answers, memory per child, idle CPU.
-  batch      wrk posting arrays of 100 to POST /transactions: transactions/s.
+  batch      wrk posting arrays of 100 to POST /transactions: transactions/s;
+             the backlog it leaves is what the apply measurement drains.
+  overload   the same arrays against the default configuration: the queue
+             fills, the excess must get quick 503s and never time out.
 
 Writes the table to stdout and everything to <out>/results.json.
 """
@@ -136,6 +141,31 @@ def run_sustained(a):
         srv.cleanup()
 
 
+def run_overload(a):
+    """Arrays of 100 against the default configuration: several times what
+    the workers apply, so the queue fills and the excess must get quick
+    503s, not timeouts."""
+    srv = bl.Txprocd(a.build, a.accounts, [])
+    try:
+        srv.start()
+        sampler = bl.Sampler(srv, interval=0.5)
+        sampler.start()
+        t0 = time.monotonic()
+        w = bl.wrk(srv.url, a.overload_seconds, a.threads, a.connections, a.accounts, batch=100)
+        t1 = time.monotonic()
+        samples = sampler.stop()
+        c = samples[-1]["counters"]
+        srv.stop(kill=True)
+        total = w["requests"]
+        return {"wrk": w, "share_503": w["errors"]["status"] / total if total else None,
+                "p99_ms": w["latency_us"]["p99"] / 1000, "p999_ms": w["latency_us"]["p999"] / 1000,
+                "timeouts": w["errors"]["timeout"], "socket_errors": w["socket_errors"],
+                "committed_per_s": bl.rate(samples, t0 + 1.0, t1),
+                "server_queue_full": c["tx_queue_full"], "server_accepted": c["tx_accepted"]}
+    finally:
+        srv.cleanup()
+
+
 def run_batch(a, server_args=()):
     """Batch ingest, then the apply rate: arrays of 100 fill the queue far
     faster than any worker applies, so what they leave behind is a backlog
@@ -212,7 +242,8 @@ def main():
     p.add_argument("--ceiling-seconds", type=float, default=5)
     p.add_argument("--batch-seconds", type=int, default=2)
     p.add_argument("--batch-queue", type=int, default=4194304)
-    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch",
+    p.add_argument("--overload-seconds", type=int, default=5)
+    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch,overload",
                    help="comma-separated subset of the measurements")
     a = p.parse_args()
     a.build = (bl.ROOT / a.build) if not Path(a.build).is_absolute() else Path(a.build)
@@ -225,7 +256,7 @@ def main():
             "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
     runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "sustained",
-                            "batch")}
+                            "batch", "overload")}
     try:
         for rep in range(a.reps):
             # Interleaved, so that a burst of noise from elsewhere on the
@@ -249,6 +280,9 @@ def main():
             if "batch" in only:
                 bl.log("rep %d/%d: batch ingest" % (rep + 1, a.reps))
                 runs["batch"].append(run_batch(a))
+            if "overload" in only:
+                bl.log("rep %d/%d: overload" % (rep + 1, a.reps))
+                runs["overload"].append(run_overload(a))
     finally:
         bl.stop_all()
     meta["loadavg_end"] = bl.loadavg()
@@ -280,6 +314,10 @@ def main():
         "master_idle_cpu_percent": bl.spread(col("sustained", "master_idle_cpu_percent")),
         "batch_tx_per_s": bl.spread(col("batch", "tx_per_s")),
         "batch_p99_ms": bl.spread(col("batch", "p99_ms")),
+        "overload_share_503": bl.spread(col("overload", "share_503")),
+        "overload_p99_ms": bl.spread(col("overload", "p99_ms")),
+        "overload_timeouts": bl.spread(col("overload", "socket_errors")),
+        "overload_committed_per_s": bl.spread(col("overload", "committed_per_s")),
     }
 
     def ratio(n, d):
@@ -309,6 +347,7 @@ def main():
         ("sustained p99 <= %.0f ms" % TARGETS["sustained_p99_ms"], S("sustained_p99_ms"),
          lambda v: v <= TARGETS["sustained_p99_ms"]),
         ("sustained: no timeouts", S("sustained_timeouts"), lambda v: v == 0),
+        ("overload: 503s, no timeouts/socket errors", S("overload_timeouts"), lambda v: v == 0),
         ("RSS per child <= %.0f MiB" % TARGETS["rss_mib"], S("rss_max_mib"), lambda v: v <= TARGETS["rss_mib"]),
         ("master idle CPU ~ 0 (< 0.5%)", S("master_idle_cpu_percent"), lambda v: v < 0.5),
     ]
@@ -367,6 +406,12 @@ def main():
     print(row("transactions/s accepted", col("batch", "tx_per_s")))
     print(row("answers other than 202", col("batch", "non_202")))
     print(row("latency p99 ms (per request of 100)", col("batch", "p99_ms")))
+    print("overload: arrays of 100 against the default config (queue 65536), %d s" % a.overload_seconds)
+    print(row("share of 503 (Retry-After: 1)", col("overload", "share_503"), "%"))
+    print(row("latency p99 ms (all answers)", col("overload", "p99_ms")))
+    print(row("latency p99.9 ms (all answers)", col("overload", "p999_ms")))
+    print(row("timeouts + socket errors", col("overload", "socket_errors")))
+    print(row("committed/s meanwhile", col("overload", "committed_per_s")))
     print()
     print("ratios (of medians)")
     for k, v in ratios.items():
