@@ -415,12 +415,12 @@ def main():
     print()
     print("ratios (of medians)")
     for k, v in ratios.items():
-        print("  %-44s %14s" % (k, "n/a" if v is None else "%.2f" % v))
+        print("  %-44s %14s" % (k, "n/a" if v is None else "%.3f" % v))
     print()
     print("targets")
     for v in verdicts:
         mark = "n/a " if v["holds"] is None else ("PASS" if v["holds"] else "FAIL")
-        val = "n/a" if v["value"] is None else ("%.2f" % v["value"] if isinstance(v["value"], float) else v["value"])
+        val = "n/a" if v["value"] is None else ("%.3f" % v["value"] if isinstance(v["value"], float) else v["value"])
         print("  %s  %-40s %s" % (mark, v["target"], val))
     print()
     print("wrote %s (%.0f s)" % (out / "results.json", meta["elapsed_s"]))
