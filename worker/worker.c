@@ -38,8 +38,9 @@
 /* One writer at a time. SQLite lets one connection write at a time, so a
  * second worker adds no throughput, and it costs some: a connection that
  * finds the database changed by another one throws its page cache away, so
- * workers taking turns re-read every page they touch for every batch (10 to
- * 30 % more CPU per transaction, measured). A worker therefore leaves the
+ * workers taking turns re-read every page they touch for every batch (10 %
+ * more CPU per transaction draining a backlog, 50 % under ingest load,
+ * measured). A worker therefore leaves the
  * queue to any lower-numbered worker that claimed a batch within the last
  * STANDBY_MS, checking every STANDBY_POLL_MS while entries are queued; it
  * takes over when that worker stops making progress (dead, stopped, stuck)
