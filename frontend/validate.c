@@ -299,16 +299,30 @@ static cJSON *parse_body(const char *body, size_t len)
     return doc;
 }
 
+/* The checks every body gets before its shape is looked at: size (413),
+ * UTF-8, then JSON. Returns the parsed document, or NULL with err set. */
+static cJSON *parse_checked(const char *body, size_t len, size_t limit, struct validate_error *err)
+{
+    if (len > limit) {
+        fail(err, 413, "request body larger than %zu bytes", limit);
+        return NULL;
+    }
+    if (!utf8_valid((const unsigned char *)body, len)) {
+        fail(err, 400, "body is not valid UTF-8");
+        return NULL;
+    }
+    cJSON *doc = parse_body(body, len);
+    if (!doc)
+        fail(err, 400, "body is not valid JSON");
+    return doc;
+}
+
 int validate_transaction(const char *body, size_t len, size_t max_body, struct txn_entry *out,
                          struct validate_error *err)
 {
-    if (len > max_body)
-        return fail(err, 413, "request body larger than %zu bytes", max_body);
-    if (!utf8_valid((const unsigned char *)body, len))
-        return fail(err, 400, "body is not valid UTF-8");
-    cJSON *doc = parse_body(body, len);
+    cJSON *doc = parse_checked(body, len, max_body, err);
     if (!doc)
-        return fail(err, 400, "body is not valid JSON");
+        return -1;
     int rc = -1;
     struct span *spans = NULL;
     if (!cJSON_IsObject(doc)) {
@@ -369,13 +383,9 @@ int validate_transactions(const char *body, size_t len, size_t max_element, stru
                           uint32_t *n, struct validate_error *err)
 {
     *n = 0;
-    if (len > VALIDATE_BATCH_MAX_BODY)
-        return fail(err, 413, "request body larger than %d bytes", VALIDATE_BATCH_MAX_BODY);
-    if (!utf8_valid((const unsigned char *)body, len))
-        return fail(err, 400, "body is not valid UTF-8");
-    cJSON *doc = parse_body(body, len);
+    cJSON *doc = parse_checked(body, len, VALIDATE_BATCH_MAX_BODY, err);
     if (!doc)
-        return fail(err, 400, "body is not valid JSON");
+        return -1;
     int rc = -1, count = cJSON_GetArraySize(doc);
     struct span *spans = NULL;
     if (!cJSON_IsArray(doc)) {
