@@ -36,6 +36,7 @@ enum option_id {
     OPT_HTTP_TIMEOUT,
     OPT_LOG_LEVEL,
     OPT_WORKER_TIMEOUT,
+    OPT_IDEMPOTENCY_TTL,
     OPT_USER,
     OPT_DISCARD_SHM,
     OPT_HELP,
@@ -59,6 +60,7 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_HTTP_TIMEOUT] = { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "per-connection read/write timeout (default 30)" },
     [OPT_LOG_LEVEL] = { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
     [OPT_WORKER_TIMEOUT] = { "worker-timeout", "TXP_WORKER_TIMEOUT", "SECONDS", "kill and replace a child whose heartbeat is older (default 20, 0 = never)" },
+    [OPT_IDEMPOTENCY_TTL] = { "idempotency-ttl", "TXP_IDEMPOTENCY_TTL", "SECONDS", "keep Idempotency-Keys at least this long, then prune them (default 86400)" },
     [OPT_USER] = { "user", "TXP_USER", "NAME", "when started as root, run as this user after binding the socket" },
     [OPT_DISCARD_SHM] = { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted (loses what it queued)" },
     [OPT_HELP] = { "help", NULL, NULL, "show this help and exit" },
@@ -153,6 +155,8 @@ static int apply_option(struct config *cfg, enum option_id idx, const char *v)
         return 0;
     }
     case OPT_WORKER_TIMEOUT: return parse_uint(name, v, 0, 3600, &cfg->child_timeout_s);
+    case OPT_IDEMPOTENCY_TTL:
+        return parse_uint(name, v, 1, 10u * 365 * 86400, &cfg->idempotency_ttl_s);
     case OPT_USER: return copy_string(name, cfg->user, sizeof cfg->user, v);
     case OPT_DISCARD_SHM: cfg->discard_shm = 1; return 0;
     case OPT_HELP:
@@ -173,6 +177,7 @@ static void config_defaults(struct config *cfg)
     cfg->frontends = 2;
     cfg->queue_size = 65536;
     cfg->batch_max = 1024;
+    cfg->idempotency_ttl_s = 86400;
     cfg->sync = SYNC_NORMAL;
     cfg->drain_timeout_s = 10;
     cfg->http_timeout_s = 30;

@@ -27,6 +27,7 @@ struct config {
     unsigned drain_timeout_s;
     unsigned http_timeout_s;   /* read/write timeout per connection */
     unsigned child_timeout_s;  /* a child silent this long is killed (0: never) */
+    unsigned idempotency_ttl_s; /* keys are kept at least this long */
     char user[64];             /* drop root privileges to this user after binding */
     unsigned max_body;         /* bytes; larger bodies get 413 */
     unsigned max_headers;      /* bytes of request headers */

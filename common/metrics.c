@@ -49,6 +49,17 @@ void metrics_record_latency(struct metric_block *b, int64_t at_us, int64_t laten
     __atomic_store_n(&b->recent_next, n + 1, __ATOMIC_RELEASE);
 }
 
+void metrics_record_wait(struct metric_block *b, int64_t latency_us)
+{
+    if (latency_us < 0)
+        latency_us = 0;
+    uint64_t *bucket = &b->wait_hist[metrics_bucket_of(latency_us)];
+    __atomic_store_n(bucket, __atomic_load_n(bucket, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->wait_sum_us,
+                     __atomic_load_n(&b->wait_sum_us, __ATOMIC_RELAXED) + (uint64_t)latency_us,
+                     __ATOMIC_RELAXED);
+}
+
 void metrics_sum(const struct metric_block *blocks, size_t n, struct metric_totals *out)
 {
     memset(out, 0, sizeof *out);
@@ -60,24 +71,38 @@ void metrics_sum(const struct metric_block *blocks, size_t n, struct metric_tota
             uint64_t c = __atomic_load_n(&blocks[b].latency_hist[i], __ATOMIC_RELAXED);
             out->latency_hist[i] += c;
             out->latency_count += c;
+            c = __atomic_load_n(&blocks[b].wait_hist[i], __ATOMIC_RELAXED);
+            out->wait_hist[i] += c;
+            out->wait_count += c;
         }
+        out->wait_sum_us += __atomic_load_n(&blocks[b].wait_sum_us, __ATOMIC_RELAXED);
     }
 }
 
-int64_t metrics_percentile(const struct metric_totals *t, double q)
+static int64_t hist_percentile(const uint64_t *hist, uint64_t count, double q)
 {
-    if (t->latency_count == 0)
+    if (count == 0)
         return 0;
-    uint64_t rank = (uint64_t)(q * (double)t->latency_count);
-    if (rank >= t->latency_count)
-        rank = t->latency_count - 1;
+    uint64_t rank = (uint64_t)(q * (double)count);
+    if (rank >= count)
+        rank = count - 1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
-        seen += t->latency_hist[i];
+        seen += hist[i];
         if (seen > rank)
             return metrics_bucket_upper(i);
     }
     return metrics_bucket_upper(METRICS_HIST_BUCKETS - 1);
+}
+
+int64_t metrics_percentile(const struct metric_totals *t, double q)
+{
+    return hist_percentile(t->latency_hist, t->latency_count, q);
+}
+
+int64_t metrics_wait_percentile(const struct metric_totals *t, double q)
+{
+    return hist_percentile(t->wait_hist, t->wait_count, q);
 }
 
 int64_t metrics_max(const struct metric_totals *t)

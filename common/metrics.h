@@ -26,6 +26,10 @@ struct metric_block {
     int64_t counters[METRIC__COUNT];
     uint64_t latency_hist[METRICS_HIST_BUCKETS];
     uint64_t latency_sum_us; /* for the Prometheus histogram's _sum */
+    /* Prefer: wait: from the worker's COMMIT to the frontend's answer
+     * (frontends write it). */
+    uint64_t wait_hist[METRICS_HIST_BUCKETS];
+    uint64_t wait_sum_us;
     uint64_t recent_next; /* total samples ever written; next index = % METRICS_RECENT */
     struct metric_sample recent[METRICS_RECENT];
 } __attribute__((aligned(64)));
@@ -35,6 +39,9 @@ struct metric_totals {
     uint64_t latency_hist[METRICS_HIST_BUCKETS];
     uint64_t latency_count;
     uint64_t latency_sum_us;
+    uint64_t wait_hist[METRICS_HIST_BUCKETS];
+    uint64_t wait_count;
+    uint64_t wait_sum_us;
 };
 
 struct metric_info {
@@ -56,6 +63,8 @@ static inline void metrics_add(struct metric_block *b, enum metric_id id, int64_
 }
 
 void metrics_record_latency(struct metric_block *b, int64_t at_us, int64_t latency_us);
+/* Adds one commit-to-answer time of a waiting request. */
+void metrics_record_wait(struct metric_block *b, int64_t latency_us);
 
 unsigned metrics_bucket_of(int64_t us);
 /* Upper bound (inclusive) in microseconds of bucket i. */
@@ -65,6 +74,8 @@ int64_t metrics_bucket_upper(unsigned i);
 void metrics_sum(const struct metric_block *blocks, size_t n, struct metric_totals *out);
 /* q in [0,1]; returns the bucket upper bound holding that quantile, 0 if empty. */
 int64_t metrics_percentile(const struct metric_totals *t, double q);
+/* The same for the commit-to-answer histogram of waiting requests. */
+int64_t metrics_wait_percentile(const struct metric_totals *t, double q);
 /* Largest latency seen (upper bound of the highest non-empty bucket). */
 int64_t metrics_max(const struct metric_totals *t);
 /* Copies the newest (by at_us) up to max samples over all blocks, oldest

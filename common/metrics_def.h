@@ -23,6 +23,17 @@
     X(batches_committed,     COUNTER, "batches_committed_total", "",                  "SQLite transactions committed by workers") \
     X(db_errors,             COUNTER, "db_errors_total",        "",                   "SQLite errors that made a worker retry a batch") \
     X(entries_requeued,      COUNTER, "entries_requeued_total", "",                   "claimed entries put back after their worker died") \
+    X(tx_duplicate,          COUNTER, "transactions_total",     "duplicate",          "requests recorded as duplicate of an earlier one with the same Idempotency-Key") \
+    X(transfers,             COUNTER, "transfers_total",        "applied",            "transfers committed to the ledger") \
+    X(transfers_rejected,    COUNTER, "transfers_total",        "rejected",           "transfers recorded as rejected (reason in the ledger)") \
+    X(accounts_created,      COUNTER, "accounts_total",         "created",            "accounts opened through POST /accounts") \
+    X(accounts_rejected,     COUNTER, "accounts_total",         "rejected",           "account openings recorded as rejected (account_exists)") \
+    X(idempotent_replays,    COUNTER, "idempotency_total",      "replayed",           "keyed retries answered with the recorded outcome") \
+    X(idempotency_conflicts, COUNTER, "idempotency_total",      "conflict",           "keyed retries refused: same key, different request (422)") \
+    X(keys_pruned,           COUNTER, "idempotency_keys_pruned_total", "",            "idempotency keys deleted after --idempotency-ttl") \
+    X(waits_answered,        COUNTER, "waits_total",            "answered",           "waiting requests answered with the final outcome") \
+    X(waits_timed_out,       COUNTER, "waits_total",            "timed_out",          "waiting requests answered 202 when their wait elapsed") \
+    X(waits_dropped,         COUNTER, "waits_total",            "dropped",            "outcomes a worker could not hand to a waiting frontend (ring full)") \
     X(balance_delta,         SUM,     "applied_amount_net",     "",                   "sum of applied amounts (minor units)")
 
 enum metric_id {

@@ -22,7 +22,7 @@
 #define SHM_LOCK_WAIT_MS 5000
 
 struct shm_layout {
-    size_t children_off, metrics_off, history_off, ring_off, ring_bytes, total;
+    size_t children_off, metrics_off, history_off, completions_off, ring_off, ring_bytes, total;
     uint32_t n_children;
 };
 
@@ -32,7 +32,8 @@ static void shm_compute_layout(const struct shm_params *p, struct shm_layout *l)
     l->children_off = ALIGN64(sizeof(struct shm_header));
     l->metrics_off = l->children_off + ALIGN64(sizeof(struct shm_child) * l->n_children);
     l->history_off = l->metrics_off + sizeof(struct metric_block) * (l->n_children + 1);
-    l->ring_off = ALIGN64(l->history_off + sizeof(struct shm_history));
+    l->completions_off = ALIGN64(l->history_off + sizeof(struct shm_history));
+    l->ring_off = ALIGN64(l->completions_off + completion_bytes(p->n_frontends, p->n_workers));
     l->ring_bytes = ring_bytes(p->queue_capacity, p->n_workers, p->batch_max);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     l->total = (l->ring_off + l->ring_bytes + page - 1) / page * page;
@@ -43,6 +44,14 @@ void shm_default_name(char *buf, size_t len, unsigned port)
     snprintf(buf, len, "/txprocd-%u", port);
 }
 
+static void shm_seg_reset(struct shm_seg *seg)
+{
+    memset(seg, 0, sizeof *seg);
+    seg->fd = -1;
+    for (size_t i = 0; i < SHM_MAX_CHILDREN; i++)
+        seg->notify_fd[i] = -1;
+}
+
 static void shm_bind_views(struct shm_seg *seg, void *base, size_t size)
 {
     struct shm_header *h = base;
@@ -51,6 +60,7 @@ static void shm_bind_views(struct shm_seg *seg, void *base, size_t size)
     seg->children = (struct shm_child *)((char *)base + h->children_off);
     seg->metrics = (struct metric_block *)((char *)base + h->metrics_off);
     seg->history = (struct shm_history *)((char *)base + h->history_off);
+    seg->completions = (char *)base + h->completions_off;
     seg->ring = (struct ring *)((char *)base + h->ring_off);
 }
 
@@ -70,7 +80,8 @@ static int shm_header_sane(const struct shm_header *h, size_t size, char *why, s
     shm_compute_layout(&h->params, &l);
     if (h->header_size != sizeof *h || h->total_size != size || l.total != size ||
         h->children_off != l.children_off || h->metrics_off != l.metrics_off ||
-        h->history_off != l.history_off || h->ring_off != l.ring_off || h->ring_bytes != l.ring_bytes ||
+        h->history_off != l.history_off ||
+        h->completions_off != l.completions_off || h->ring_off != l.ring_off || h->ring_bytes != l.ring_bytes ||
         h->n_children != l.n_children || l.n_children > SHM_MAX_CHILDREN) {
         snprintf(why, why_len, "header sizes do not match its own layout (corrupt or truncated)");
         return -1;
@@ -120,6 +131,7 @@ static int shm_create(struct shm_seg *seg, const char *name, const struct shm_pa
     h->children_off = l.children_off;
     h->metrics_off = l.metrics_off;
     h->history_off = l.history_off;
+    h->completions_off = l.completions_off;
     h->ring_off = l.ring_off;
     h->ring_bytes = l.ring_bytes;
     shm_bind_views(seg, base, l.total);
@@ -231,8 +243,7 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
 int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_params *params,
                     uint64_t txid_floor, int discard, enum shm_open_result *result)
 {
-    memset(seg, 0, sizeof *seg);
-    seg->fd = -1;
+    shm_seg_reset(seg);
     seg->writable = 1;
     snprintf(seg->name, sizeof seg->name, "%s", name);
     if (txid_floor == 0)
@@ -273,8 +284,7 @@ ready:
 
 int shm_attach_readonly(struct shm_seg *seg, const char *name, char *why, size_t why_len)
 {
-    memset(seg, 0, sizeof *seg);
-    seg->fd = -1;
+    shm_seg_reset(seg);
     snprintf(seg->name, sizeof seg->name, "%s", name);
     int fd = shm_open(name, O_RDONLY, 0);
     if (fd < 0) {

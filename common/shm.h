@@ -10,6 +10,7 @@
  *   struct metric_block[n_children+1] one block per child slot, the last one
  *                                     the master's
  *   struct shm_history                once-a-second samples (master writes)
+ *   completion rings                  n_frontends x n_workers, see completion.h
  *   ring region                       see ring.h
  *
  * WHO WRITES WHAT
@@ -35,11 +36,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "completion.h"
 #include "metrics.h"
 #include "ring.h"
 
 #define SHM_MAGIC 0x5458505244534547ULL /* "TXPRDSEG" */
-#define SHM_LAYOUT_VERSION 2
+#define SHM_LAYOUT_VERSION 3
 #define SHM_MAX_CHILDREN 64
 #define SHM_HISTORY 100
 
@@ -105,7 +107,8 @@ struct shm_header {
     double initial_balance_sum;
     int64_t initial_balance_delta; /* balance_delta counter total at that time */
     int64_t account_count;
-    uint64_t children_off, metrics_off, history_off, ring_off, ring_bytes;
+    int64_t initial_accounts_created; /* accounts_created counter total at that time */
+    uint64_t children_off, metrics_off, history_off, completions_off, ring_off, ring_bytes;
 } __attribute__((aligned(64)));
 
 /* DRAINING: frontends are stopping (new requests may still be queued).
@@ -127,6 +130,11 @@ struct shm_seg {
     struct metric_block *metrics; /* n_children + 1 blocks, master's last */
     struct shm_history *history;
     struct ring *ring;
+    void *completions;            /* completion_ring_at(completions, n_workers, f, w) */
+    /* Per-process, not in shared memory: the eventfd of each frontend index,
+     * created by the master before forking (-1 when absent). A worker writes
+     * to a frontend's eventfd after publishing outcomes for it. */
+    int notify_fd[SHM_MAX_CHILDREN];
     size_t size;
     int fd;
     int writable;
@@ -159,6 +167,12 @@ int shm_unlink_name(const char *name);
 static inline struct metric_block *shm_metrics(struct shm_seg *seg, uint32_t i)
 {
     return &seg->metrics[i];
+}
+
+/* Completion ring of frontend index f and worker index w. */
+static inline struct completion_ring *shm_completions(struct shm_seg *seg, uint32_t f, uint32_t w)
+{
+    return completion_ring_at(seg->completions, seg->hdr->params.n_workers, f, w);
 }
 
 /* Default segment name for a port: "/txprocd-<port>". */

@@ -19,12 +19,14 @@ void history_sample(struct shm_seg *seg)
 
     const struct shm_header *h = seg->hdr;
     int64_t delta = t->counters[METRIC_balance_delta] - h->initial_balance_delta;
-    double avg = h->account_count > 0
-                     ? (h->initial_balance_sum + (double)delta) / (double)h->account_count
-                     : 0.0;
+    int64_t accounts = h->account_count + t->counters[METRIC_accounts_created] -
+                       h->initial_accounts_created;
+    double avg = accounts > 0 ? (h->initial_balance_sum + (double)delta) / (double)accounts : 0.0;
     int64_t outcomes = t->counters[METRIC_tx_applied_deposit] + t->counters[METRIC_tx_applied_withdrawal] +
                        t->counters[METRIC_tx_insufficient_funds] + t->counters[METRIC_tx_unknown_account] +
-                       t->counters[METRIC_tx_rejected];
+                       t->counters[METRIC_tx_rejected] + t->counters[METRIC_tx_duplicate] +
+                       t->counters[METRIC_transfers] + t->counters[METRIC_transfers_rejected] +
+                       t->counters[METRIC_accounts_created] + t->counters[METRIC_accounts_rejected];
 
     struct shm_history *hist = seg->history;
     uint64_t next = hist->next;

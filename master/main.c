@@ -39,6 +39,7 @@ static void record_totals(struct shm_seg *seg, const struct ledger_totals *t)
     seg->hdr->initial_balance_sum = t->balance_sum;
     seg->hdr->initial_balance_delta = sum.counters[METRIC_balance_delta];
     seg->hdr->account_count = t->account_count;
+    seg->hdr->initial_accounts_created = sum.counters[METRIC_accounts_created];
 }
 
 /* One instance per ledger: txids are dense per instance, so two instances

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -550,9 +551,27 @@ static int supervisor_finish(struct supervisor *s)
     return 1;
 }
 
+/* One eventfd per frontend index, made before the first fork so every
+ * child inherits all of them: workers write to a frontend's to say its
+ * completion rings have outcomes (completion.h). They outlive restarts, so a
+ * replacement frontend gets its predecessor's, already known to the workers. */
+static int open_notify_fds(struct shm_seg *seg)
+{
+    for (uint32_t f = 0; f < seg->hdr->params.n_frontends; f++) {
+        seg->notify_fd[f] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (seg->notify_fd[f] < 0) {
+            log_error("eventfd for frontend %u: %s", f, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd)
 {
     static struct supervisor s; /* large; one per process */
+    if (open_notify_fds(seg) != 0)
+        return TXP_EXIT_FATAL;
     supervisor_init(&s, cfg, seg, listen_fd);
     for (uint32_t i = 0; i < s.n_slots; i++)
         spawn(&s, i);

@@ -6,16 +6,25 @@
  *   1. attempts > 0: the entry was claimed before by a worker that died, so it
  *      may be recorded already; if its txid is, skip it (replayed).
  *   2. A corrupt entry (txn_entry_check) is recorded as rejected.
- *   3. The account is read (rowid, balance) and the rules are checked in C:
- *      a withdrawal may not take the balance below 0, a deposit may not take
- *      it past INT64_MAX (SQLite would silently turn an overflow into a
- *      REAL), a balance that is not an integer is never touched. If they
- *      hold, the new balance is written by rowid. The connection holds the
+ *   3. An Idempotency-Key is claimed by inserting it into idempotency_keys
+ *      (ON CONFLICT DO NOTHING): the UNIQUE key column, not a check made
+ *      earlier, decides which of two copies applies, whichever frontends
+ *      they came through. A key already there makes the entry 'duplicate'
+ *      (same fingerprint) or 'rejected' (another request), and nothing else
+ *      happens; a key recorded under this very txid means a replay.
+ *   4. The accounts are read (rowid, balance) and the rules are checked in
+ *      C: a withdrawal or transfer may not take a balance below 0, a deposit
+ *      or transfer may not take one past INT64_MAX (SQLite would silently
+ *      turn an overflow into a REAL), a balance that is not an integer is
+ *      never touched, a transfer needs two different existing accounts, an
+ *      opening a card that does not exist. If they hold, the new balances
+ *      are written by rowid (both of a transfer's, in this same SQLite
+ *      transaction, so both change or neither). The connection holds the
  *      write lock from BEGIN IMMEDIATE on, so nothing changes in between.
- *   4. The transaction row is inserted with ON CONFLICT(txid) DO NOTHING.
+ *   5. The transaction row is inserted with ON CONFLICT(txid) DO NOTHING.
  *
  * GROUPED ROWS
- *   Step 4 is deferred: the rows of the whole batch are inserted after step 3
+ *   Step 5 is deferred: the rows of the whole batch are inserted after step 4
  *   of its last entry, LEDGER_RECORD_CHUNK rows per INSERT statement, in
  *   batch order (so ids still follow txids). Each INSERT statement costs a
  *   read and a write of sqlite_sequence (transactions.id is AUTOINCREMENT)
@@ -24,9 +33,8 @@
  *   If a chunk inserts fewer rows than it carries, some txid was recorded
  *   after all (a claim handed out again without attempts being bumped): the
  *   whole transaction is rolled back and the batch is applied again the
- *   careful way, one entry at a time, where a row that does not insert has
- *   its balance change undone and the entry counts as replayed. That never
- *   happens in normal operation; it costs one rolled-back batch when it does.
+ *   careful way, with step 1 for every entry. That never happens in normal
+ *   operation; it costs one rolled-back batch when it does.
  *
  * Why not one "UPDATE ... RETURNING balance" per entry: SQLite (3.40 here)
  * runs RETURNING through an ephemeral table that it allocates and frees on
@@ -48,14 +56,13 @@
 #include "log.h"
 
 #define LEDGER_BUSY_TIMEOUT_MS 5000
-#define RECORD_PARAMS 8 /* bound values per transactions row */
 
 /* Internal result of the grouped insert: some txid was already recorded. */
 #define RC_RECORDED (-1)
 
 enum stmt_id {
-    ST_BEGIN, ST_COMMIT, ST_RECORDED, ST_ACCOUNT, ST_SET_BALANCE, ST_RECORD, ST_RECORD_CHUNK,
-    ST_UNDO, ST__COUNT
+    ST_BEGIN, ST_COMMIT, ST_RECORDED, ST_ACCOUNT, ST_SET_BALANCE, ST_OPEN, ST_KEY_CLAIM,
+    ST_KEY_GET, ST_PRUNE, ST_RECORD, ST_RECORD_CHUNK, ST__COUNT
 };
 
 static const struct {
@@ -67,15 +74,25 @@ static const struct {
     [ST_RECORDED] = { "replay check", "SELECT 1 FROM transactions WHERE txid = ?1" },
     [ST_ACCOUNT] = { "balance read", LEDGER_SQL_ACCOUNT },
     [ST_SET_BALANCE] = { "balance update", LEDGER_SQL_SET_BALANCE },
+    [ST_OPEN] = { "account opening",
+                  "INSERT INTO users(card_number, balance) VALUES(?1, ?2)" },
+    [ST_KEY_CLAIM] = { "idempotency key claim",
+                       "INSERT INTO idempotency_keys(key, txid, fingerprint, created_at) "
+                       "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING" },
+    [ST_KEY_GET] = { "idempotency key read",
+                     "SELECT txid, fingerprint FROM idempotency_keys WHERE key = ?1" },
+    [ST_PRUNE] = { "idempotency key pruning",
+                   "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM "
+                   "idempotency_keys WHERE created_at < ?1 LIMIT ?2)" },
     [ST_RECORD] = { "record", NULL },
     [ST_RECORD_CHUNK] = { "record", NULL },
-    [ST_UNDO] = { "undo", "UPDATE users SET balance = balance - ?1 WHERE card_number = ?2" },
 };
 
-/* What the grouped insert needs to know about an entry after step 3. */
+/* What the grouped insert needs to know about an entry after step 4. */
 enum row_kind {
     ROW_NONE = 0, /* nothing to record: replayed, or no usable txid */
-    ROW_CARD,     /* record with its card number */
+    ROW_FULL,     /* a valid entry: record every field */
+    ROW_CARD,     /* corrupt entry with a usable card: record card and amount only */
     ROW_NO_CARD,  /* corrupt card: record with card_number NULL */
 };
 
@@ -88,18 +105,13 @@ struct ledger {
     char last_error[256];
 };
 
-/* First row's column 0 of a statement run by run(). */
-struct row {
-    int present;
-    int type; /* SQLITE_INTEGER, SQLITE_NULL... */
-    int64_t value;
-};
-
 int ledger_sql_record(char *buf, size_t cap, unsigned rows)
 {
     static const char head[] = "INSERT INTO transactions(card_number, amount, success, txid, "
-                               "status, balance_after, queued_at, applied_at) VALUES";
-    static const char tuple[] = "(?,?,?,?,?,?,?,?)";
+                               "status, balance_after, queued_at, applied_at, kind, counterparty, "
+                               "counterparty_balance_after, reason, original_txid, "
+                               "idempotency_key) VALUES";
+    static const char tuple[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     static const char tail[] = " ON CONFLICT(txid) DO NOTHING";
     if (rows == 0 || cap < sizeof head + rows * sizeof tuple + sizeof tail)
         return -1;
@@ -125,7 +137,13 @@ static int note_error(struct ledger *l, int rc, enum stmt_id id)
     return rc;
 }
 
-/* Steps statement id to completion, keeping column 0 of the first row if
+/* The first row's first two columns of a statement run by run(). */
+struct row {
+    int present;
+    int64_t value[2];
+};
+
+/* Steps statement id to completion, keeping columns 0-1 of the first row if
  * row is given, and resets it for the next use. Returns SQLITE_OK or the
  * failing code. */
 static int run(struct ledger *l, enum stmt_id id, struct row *row)
@@ -137,8 +155,8 @@ static int run(struct ledger *l, enum stmt_id id, struct row *row)
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (row != NULL && !row->present) {
             row->present = 1;
-            row->type = sqlite3_column_type(st, 0);
-            row->value = sqlite3_column_int64(st, 0);
+            row->value[0] = sqlite3_column_int64(st, 0);
+            row->value[1] = sqlite3_column_count(st) > 1 ? sqlite3_column_int64(st, 1) : 0;
         }
     }
     if (rc == SQLITE_DONE)
@@ -172,18 +190,18 @@ static int is_recorded(struct ledger *l, int64_t txid, int *recorded)
     return rc;
 }
 
-/* The account of e's card: *found, its rowid, and its balance when that is
- * an integer (*integer). */
+/* An account as the rules see it: *found, its rowid, and its balance when
+ * that is an integer (*integer). */
 struct account {
     int found, integer;
     int64_t rowid, balance;
 };
 
-static int read_account(struct ledger *l, const struct txn_entry *e, struct account *a)
+static int read_account(struct ledger *l, const char *card, uint8_t card_len, struct account *a)
 {
     sqlite3_stmt *st = l->st[ST_ACCOUNT];
     *a = (struct account){ 0 };
-    int rc = sqlite3_bind_text(st, 1, e->card, e->card_len, SQLITE_STATIC);
+    int rc = sqlite3_bind_text(st, 1, card, card_len, SQLITE_STATIC);
     if (rc != SQLITE_OK)
         return bind_failed(l, rc, ST_ACCOUNT);
     rc = sqlite3_step(st);
@@ -202,54 +220,159 @@ static int read_account(struct ledger *l, const struct txn_entry *e, struct acco
     return rc;
 }
 
-static int change_balance(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
+static int set_balance(struct ledger *l, int64_t rowid, int64_t balance)
+{
+    sqlite3_stmt *st = l->st[ST_SET_BALANCE];
+    int rc = sqlite3_bind_int64(st, 1, balance);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, rowid);
+    if (rc != SQLITE_OK)
+        return bind_failed(l, rc, ST_SET_BALANCE);
+    return run(l, ST_SET_BALANCE, NULL);
+}
+
+static void reject(struct ledger_outcome *out, enum txn_reason why)
+{
+    out->status = TXN_STATUS_REJECTED;
+    out->reason = why;
+}
+
+/* Deposit (amount > 0) or withdrawal (amount < 0). |amount| <=
+ * TXN_AMOUNT_LIMIT, so neither negation nor subtraction overflows. */
+static int apply_amount(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
 {
     struct account a;
-    int rc = read_account(l, e, &a);
+    int rc = read_account(l, e->card, e->card_len, &a);
     if (rc != SQLITE_OK)
         return rc;
-    /* |amount| <= TXN_AMOUNT_LIMIT, so neither negation nor subtraction overflows. */
     if (!a.found)
         out->status = TXN_STATUS_UNKNOWN_ACCOUNT;
-    else if (a.integer && e->amount < 0 && a.balance < -e->amount)
+    else if (!a.integer)
+        reject(out, TXN_REASON_NOT_INTEGER);
+    else if (e->amount < 0 && a.balance < -e->amount)
         out->status = TXN_STATUS_INSUFFICIENT_FUNDS;
-    else if (!a.integer || (e->amount > 0 && a.balance > INT64_MAX - e->amount))
-        out->status = TXN_STATUS_REJECTED; /* would overflow, or not an integer balance */
+    else if (e->amount > 0 && a.balance > INT64_MAX - e->amount)
+        reject(out, TXN_REASON_OVERFLOW);
     else {
-        sqlite3_stmt *st = l->st[ST_SET_BALANCE];
-        int64_t after = a.balance + e->amount;
-        rc = sqlite3_bind_int64(st, 1, after);
-        if (rc == SQLITE_OK)
-            rc = sqlite3_bind_int64(st, 2, a.rowid);
-        if (rc != SQLITE_OK)
-            return bind_failed(l, rc, ST_SET_BALANCE);
-        rc = run(l, ST_SET_BALANCE, NULL);
+        rc = set_balance(l, a.rowid, a.balance + e->amount);
         if (rc != SQLITE_OK)
             return rc;
         out->status = TXN_STATUS_APPLIED;
-        out->balance_after = after;
+        out->balance_after = a.balance + e->amount;
     }
     return SQLITE_OK;
 }
 
-static int undo_balance(struct ledger *l, const struct txn_entry *e)
+/* Both balances change in this SQLite transaction, or neither does. */
+static int apply_transfer(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
 {
-    sqlite3_stmt *st = l->st[ST_UNDO];
-    int rc = sqlite3_bind_int64(st, 1, e->amount);
+    if (e->card_len == e->card2_len && memcmp(e->card, e->card2, e->card_len) == 0) {
+        reject(out, TXN_REASON_SAME_ACCOUNT);
+        return SQLITE_OK;
+    }
+    struct account from, to;
+    int rc = read_account(l, e->card, e->card_len, &from);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 2, e->card, e->card_len, SQLITE_STATIC);
+        rc = read_account(l, e->card2, e->card2_len, &to);
     if (rc != SQLITE_OK)
-        return bind_failed(l, rc, ST_UNDO);
-    return run(l, ST_UNDO, NULL);
+        return rc;
+    if (!from.found || !to.found)
+        reject(out, TXN_REASON_UNKNOWN_ACCOUNT);
+    else if (!from.integer || !to.integer)
+        reject(out, TXN_REASON_NOT_INTEGER);
+    else if (from.balance < e->amount)
+        reject(out, TXN_REASON_INSUFFICIENT_FUNDS);
+    else if (to.balance > INT64_MAX - e->amount)
+        reject(out, TXN_REASON_OVERFLOW);
+    else {
+        rc = set_balance(l, from.rowid, from.balance - e->amount);
+        if (rc == SQLITE_OK)
+            rc = set_balance(l, to.rowid, to.balance + e->amount);
+        if (rc != SQLITE_OK)
+            return rc;
+        out->status = TXN_STATUS_APPLIED;
+        out->balance_after = from.balance - e->amount;
+        out->counterparty_balance = to.balance + e->amount;
+    }
+    return SQLITE_OK;
 }
 
-/* Binds one transactions row at parameters base+1 .. base+RECORD_PARAMS. */
-static int bind_record(sqlite3_stmt *st, int base, const struct txn_entry *e, int card_ok,
+static int apply_open(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
+{
+    struct account a;
+    int rc = read_account(l, e->card, e->card_len, &a);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (a.found) {
+        reject(out, TXN_REASON_ACCOUNT_EXISTS);
+        return SQLITE_OK;
+    }
+    sqlite3_stmt *st = l->st[ST_OPEN];
+    rc = sqlite3_bind_text(st, 1, e->card, e->card_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, e->amount);
+    if (rc != SQLITE_OK)
+        return bind_failed(l, rc, ST_OPEN);
+    rc = run(l, ST_OPEN, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    out->status = TXN_STATUS_APPLIED;
+    out->balance_after = e->amount;
+    return SQLITE_OK;
+}
+
+/* Step 3. Sets *own when the key is recorded under e's own txid (a replay
+ * that the txid check did not catch: cannot happen while the key row and
+ * the transaction row commit together, but costs nothing to honour). */
+static int claim_key(struct ledger *l, const struct txn_entry *e, int64_t applied_at_us,
+                     struct ledger_outcome *out, int *own)
+{
+    sqlite3_stmt *st = l->st[ST_KEY_CLAIM];
+    uint64_t fingerprint = txn_fingerprint(e);
+    *own = 0;
+    int rc = sqlite3_bind_text(st, 1, e->key, e->key_len, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, (int64_t)e->txid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)fingerprint);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, applied_at_us);
+    if (rc != SQLITE_OK)
+        return bind_failed(l, rc, ST_KEY_CLAIM);
+    rc = run(l, ST_KEY_CLAIM, NULL);
+    if (rc != SQLITE_OK || sqlite3_changes(l->db) == 1)
+        return rc; /* the key is ours: apply the entry */
+    struct row first;
+    rc = sqlite3_bind_text(l->st[ST_KEY_GET], 1, e->key, e->key_len, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        return bind_failed(l, rc, ST_KEY_GET);
+    rc = run(l, ST_KEY_GET, &first);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (!first.present) { /* inserted nothing, yet not there: a bug, not a state */
+        snprintf(l->last_error, sizeof l->last_error, "idempotency key neither new nor recorded");
+        return SQLITE_INTERNAL;
+    }
+    if ((uint64_t)first.value[0] == e->txid) {
+        *own = 1;
+        return SQLITE_OK;
+    }
+    out->original_txid = (uint64_t)first.value[0];
+    if ((uint64_t)first.value[1] == fingerprint)
+        out->status = TXN_STATUS_DUPLICATE;
+    else
+        reject(out, TXN_REASON_KEY_REUSED);
+    return SQLITE_OK;
+}
+
+/* Binds one transactions row at parameters base+1 .. base+LEDGER_RECORD_PARAMS. */
+static int bind_record(sqlite3_stmt *st, int base, const struct txn_entry *e, enum row_kind row,
                        const struct ledger_outcome *out, int64_t applied_at_us)
 {
-    int applied = out->status == TXN_STATUS_APPLIED;
-    int rc = card_ok ? sqlite3_bind_text(st, base + 1, e->card, e->card_len, SQLITE_STATIC)
-                     : sqlite3_bind_null(st, base + 1);
+    int applied = out->status == TXN_STATUS_APPLIED, full = row == ROW_FULL;
+    int transfer = full && e->kind == TXN_KIND_TRANSFER;
+    int rc = row != ROW_NO_CARD ? sqlite3_bind_text(st, base + 1, e->card, e->card_len, SQLITE_STATIC)
+                                : sqlite3_bind_null(st, base + 1);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, base + 2, e->amount);
     if (rc == SQLITE_OK)
@@ -265,29 +388,32 @@ static int bind_record(sqlite3_stmt *st, int base, const struct txn_entry *e, in
         rc = sqlite3_bind_int64(st, base + 7, e->queued_at_us);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, base + 8, applied_at_us);
+    if (rc == SQLITE_OK)
+        rc = full ? sqlite3_bind_text(st, base + 9, txn_kind_name(e), -1, SQLITE_STATIC)
+                  : sqlite3_bind_null(st, base + 9);
+    if (rc == SQLITE_OK)
+        rc = transfer ? sqlite3_bind_text(st, base + 10, e->card2, e->card2_len, SQLITE_STATIC)
+                      : sqlite3_bind_null(st, base + 10);
+    if (rc == SQLITE_OK)
+        rc = transfer && applied ? sqlite3_bind_int64(st, base + 11, out->counterparty_balance)
+                                 : sqlite3_bind_null(st, base + 11);
+    if (rc == SQLITE_OK)
+        rc = out->reason != TXN_REASON_NONE
+                 ? sqlite3_bind_text(st, base + 12, txn_reason_name(out->reason), -1, SQLITE_STATIC)
+                 : sqlite3_bind_null(st, base + 12);
+    if (rc == SQLITE_OK)
+        rc = out->original_txid != 0 ? sqlite3_bind_int64(st, base + 13, (int64_t)out->original_txid)
+                                     : sqlite3_bind_null(st, base + 13);
+    if (rc == SQLITE_OK)
+        rc = full && e->key_len > 0
+                 ? sqlite3_bind_text(st, base + 14, e->key, e->key_len, SQLITE_STATIC)
+                 : sqlite3_bind_null(st, base + 14);
     return rc;
 }
 
-/* Careful path: inserts the transaction row at once; if its txid is already
- * there, reverts what this entry did to the balance and marks it replayed. */
-static int record(struct ledger *l, const struct txn_entry *e, int card_ok,
-                  struct ledger_outcome *out, int64_t applied_at_us)
-{
-    int rc = bind_record(l->st[ST_RECORD], 0, e, card_ok, out, applied_at_us);
-    if (rc != SQLITE_OK)
-        return bind_failed(l, rc, ST_RECORD);
-    rc = run(l, ST_RECORD, NULL);
-    if (rc != SQLITE_OK || sqlite3_changes(l->db) > 0)
-        return rc;
-    log_warn("txid %" PRIu64 " was already recorded (attempts %u); its balance change is undone",
-             e->txid, e->attempts);
-    out->replayed = 1;
-    return out->status == TXN_STATUS_APPLIED ? undo_balance(l, e) : SQLITE_OK;
-}
-
-/* Steps 1-3 for one entry; sets *row to what step 4 must insert. */
-static int settle_entry(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out,
-                        enum row_kind *row)
+/* Steps 1-4 for one entry; sets *row to what step 5 must insert. */
+static int settle_entry(struct ledger *l, const struct txn_entry *e, int64_t applied_at_us,
+                        int careful, struct ledger_outcome *out, enum row_kind *row)
 {
     const char *why = NULL;
     *out = (struct ledger_outcome){ .status = TXN_STATUS_REJECTED };
@@ -296,7 +422,7 @@ static int settle_entry(struct ledger *l, const struct txn_entry *e, struct ledg
         log_warn("skipping an entry with unusable txid %" PRIu64, e->txid);
         return SQLITE_OK;
     }
-    if (e->attempts > 0) {
+    if (e->attempts > 0 || careful) {
         int recorded = 0;
         int rc = is_recorded(l, (int64_t)e->txid, &recorded);
         if (rc != SQLITE_OK || recorded) {
@@ -308,68 +434,75 @@ static int settle_entry(struct ledger *l, const struct txn_entry *e, struct ledg
         int card_ok = e->card_len > 0 && e->card_len <= TXN_CARD_MAX &&
                       txn_card_valid(e->card, e->card_len) == 0;
         log_warn("txid %" PRIu64 " recorded as rejected: %s", e->txid, why);
+        out->reason = TXN_REASON_CORRUPT;
         *row = card_ok ? ROW_CARD : ROW_NO_CARD;
         return SQLITE_OK;
     }
-    *row = ROW_CARD;
-    return change_balance(l, e, out);
+    *row = ROW_FULL;
+    if (e->key_len > 0) {
+        int own = 0;
+        int rc = claim_key(l, e, applied_at_us, out, &own);
+        if (rc != SQLITE_OK || own || out->original_txid != 0) {
+            if (own) {
+                out->replayed = 1;
+                *row = ROW_NONE;
+            }
+            return rc;
+        }
+    }
+    switch (e->kind) {
+    case TXN_KIND_TRANSFER: return apply_transfer(l, e, out);
+    case TXN_KIND_OPEN: return apply_open(l, e, out);
+    default: return apply_amount(l, e, out);
+    }
 }
 
-/* Step 4 for the whole batch, in chunks. Returns SQLITE_OK, an SQLite error,
+/* Step 5 for the whole batch, in chunks. Returns SQLITE_OK, an SQLite error,
  * or RC_RECORDED when a chunk found a txid already recorded. */
 static int record_all(struct ledger *l, uint32_t n, int64_t applied_at_us,
                       const struct ledger_outcome *outcomes)
 {
-    sqlite3_stmt *chunk = l->st[ST_RECORD_CHUNK];
     uint32_t left = 0, in_chunk = 0;
     for (uint32_t i = 0; i < n; i++)
         left += l->rows[i] != ROW_NONE;
     for (uint32_t i = 0; i < n; i++) {
         if (l->rows[i] == ROW_NONE)
             continue;
-        int card_ok = l->rows[i] == ROW_CARD, rc;
+        enum row_kind row = (enum row_kind)l->rows[i];
         enum stmt_id id = in_chunk > 0 || left >= LEDGER_RECORD_CHUNK ? ST_RECORD_CHUNK : ST_RECORD;
-        if (id == ST_RECORD) {
-            rc = bind_record(l->st[ST_RECORD], 0, &l->copy[i], card_ok, &outcomes[i], applied_at_us);
-            if (rc != SQLITE_OK)
-                return bind_failed(l, rc, id);
-            rc = run(l, ST_RECORD, NULL);
-            if (rc == SQLITE_OK && sqlite3_changes(l->db) != 1)
-                rc = RC_RECORDED;
-            left--;
-        } else {
-            rc = bind_record(chunk, (int)(in_chunk * RECORD_PARAMS), &l->copy[i], card_ok,
+        int rc = bind_record(l->st[id], (int)(in_chunk * LEDGER_RECORD_PARAMS), &l->copy[i], row,
                              &outcomes[i], applied_at_us);
-            if (rc != SQLITE_OK)
-                return bind_failed(l, rc, id);
+        if (rc != SQLITE_OK)
+            return bind_failed(l, rc, id);
+        unsigned rows = 1;
+        if (id == ST_RECORD_CHUNK) {
             if (++in_chunk < LEDGER_RECORD_CHUNK)
                 continue;
-            rc = run(l, ST_RECORD_CHUNK, NULL);
-            if (rc == SQLITE_OK && sqlite3_changes(l->db) != LEDGER_RECORD_CHUNK)
-                rc = RC_RECORDED;
-            left -= in_chunk;
+            rows = in_chunk;
             in_chunk = 0;
         }
+        rc = run(l, id, NULL);
+        if (rc == SQLITE_OK && sqlite3_changes(l->db) != (int)rows)
+            rc = RC_RECORDED;
+        left -= rows;
         if (rc != SQLITE_OK)
             return rc;
     }
     return SQLITE_OK;
 }
 
-/* One attempt at the batch in l->copy: grouped rows, or (careful) one row
- * right after each entry. Leaves the transaction open on failure. */
+/* One attempt at the batch in l->copy; careful checks every txid first.
+ * Leaves the transaction open on failure. */
 static int apply_pass(struct ledger *l, uint32_t n, int64_t applied_at_us,
                       struct ledger_outcome *outcomes, int careful)
 {
     int rc = run(l, ST_BEGIN, NULL);
     for (uint32_t i = 0; rc == SQLITE_OK && i < n; i++) {
         enum row_kind row;
-        rc = settle_entry(l, &l->copy[i], &outcomes[i], &row);
+        rc = settle_entry(l, &l->copy[i], applied_at_us, careful, &outcomes[i], &row);
         l->rows[i] = (uint8_t)row;
-        if (rc == SQLITE_OK && careful && row != ROW_NONE)
-            rc = record(l, &l->copy[i], row == ROW_CARD, &outcomes[i], applied_at_us);
     }
-    if (rc == SQLITE_OK && !careful)
+    if (rc == SQLITE_OK)
         rc = record_all(l, n, applied_at_us, outcomes);
     if (rc == SQLITE_OK)
         rc = run(l, ST_COMMIT, NULL);
@@ -392,6 +525,15 @@ static int reserve(struct ledger *l, uint32_t n)
     return 0;
 }
 
+/* Ends a failed attempt: LEDGER_RETRY for lock, I/O and space errors. */
+static enum ledger_result fail(struct ledger *l, int rc)
+{
+    /* A connection that cannot get out of its transaction is no use. */
+    if (ldb_rollback(l->db) != 0)
+        return LEDGER_FATAL;
+    return ldb_transient(rc) ? LEDGER_RETRY : LEDGER_FATAL;
+}
+
 enum ledger_result ledger_apply_batch(struct ledger *l, const struct txn_entry *batch, uint32_t n,
                                       int64_t applied_at_us, struct ledger_outcome *outcomes)
 {
@@ -406,18 +548,38 @@ enum ledger_result ledger_apply_batch(struct ledger *l, const struct txn_entry *
     memcpy(l->copy, batch, (size_t)n * sizeof *batch);
     int rc = apply_pass(l, n, applied_at_us, outcomes, 0);
     if (rc == RC_RECORDED) {
-        log_warn("a batch of %u entries holds a txid already recorded; applying it entry by entry",
-                 n);
+        log_warn("a batch of %u entries holds a txid already recorded; applying it again with "
+                 "a replay check for every entry", n);
         if (ldb_rollback(l->db) != 0)
             return LEDGER_FATAL;
         rc = apply_pass(l, n, applied_at_us, outcomes, 1);
+        if (rc == RC_RECORDED) { /* every txid was checked under the write lock */
+            snprintf(l->last_error, sizeof l->last_error,
+                     "a txid checked as new was already recorded");
+            rc = SQLITE_INTERNAL;
+        }
     }
+    return rc == SQLITE_OK ? LEDGER_OK : fail(l, rc);
+}
+
+enum ledger_result ledger_prune_keys(struct ledger *l, int64_t older_than_us, unsigned max,
+                                     unsigned *deleted)
+{
+    sqlite3_stmt *st = l->st[ST_PRUNE];
+    *deleted = 0;
+    l->last_error[0] = '\0';
+    int rc = sqlite3_bind_int64(st, 1, older_than_us);
     if (rc == SQLITE_OK)
-        return LEDGER_OK;
-    /* A connection that cannot get out of its transaction is no use. */
-    if (ldb_rollback(l->db) != 0)
+        rc = sqlite3_bind_int64(st, 2, max);
+    if (rc != SQLITE_OK) {
+        bind_failed(l, rc, ST_PRUNE);
         return LEDGER_FATAL;
-    return ldb_transient(rc) ? LEDGER_RETRY : LEDGER_FATAL;
+    }
+    rc = run(l, ST_PRUNE, NULL); /* one statement in autocommit: its own transaction */
+    if (rc != SQLITE_OK)
+        return ldb_transient(rc) ? LEDGER_RETRY : LEDGER_FATAL;
+    *deleted = (unsigned)sqlite3_changes(l->db);
+    return LEDGER_OK;
 }
 
 /* Per-connection settings; the schema must already be current
@@ -442,7 +604,7 @@ static int configure(struct ledger *l, const char *db_path, enum sync_mode sync)
 
 static int prepare_all(struct ledger *l)
 {
-    char one[512], chunk[128 + LEDGER_RECORD_CHUNK * 24];
+    char one[1024], chunk[1024 + LEDGER_RECORD_CHUNK * 32];
     if (ledger_sql_record(one, sizeof one, 1) != 0 ||
         ledger_sql_record(chunk, sizeof chunk, LEDGER_RECORD_CHUNK) != 0) {
         log_error("ledger: INSERT statement text does not fit"); /* a bug: sizes are fixed */

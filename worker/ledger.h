@@ -11,7 +11,19 @@
 #include "config.h"
 #include "txn.h"
 
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
+
+/* Schema 2's new table and indexes (IF NOT EXISTS: safe to run again).
+ * idempotency_keys.key is the UNIQUE constraint that makes a key apply at
+ * most once, whichever frontends its copies arrived on. */
+#define LEDGER_SQL_V2_INDEXES                                                          \
+    "CREATE TABLE IF NOT EXISTS idempotency_keys (key TEXT PRIMARY KEY NOT NULL, "      \
+    "txid INTEGER NOT NULL, fingerprint INTEGER NOT NULL, created_at INTEGER NOT NULL);" \
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys(created_at);" \
+    "CREATE INDEX IF NOT EXISTS transactions_card ON transactions(card_number);"        \
+    "CREATE INDEX IF NOT EXISTS transactions_counterparty ON transactions(counterparty) " \
+    "WHERE counterparty IS NOT NULL"
+
 
 /* Totals the master reads once at start (before forking). */
 struct ledger_totals {
@@ -46,8 +58,11 @@ void ledger_seed_card(unsigned i, char out[TXN_CARD_MAX + 1]);
 /* What applying one entry did. */
 struct ledger_outcome {
     enum txn_status status;
-    int64_t balance_after; /* valid when status == TXN_STATUS_APPLIED */
-    int replayed;          /* 1: txid was already recorded, nothing done */
+    enum txn_reason reason;       /* why it was rejected (TXN_REASON_NONE otherwise) */
+    int64_t balance_after;        /* applied: the (from) account's new balance */
+    int64_t counterparty_balance; /* applied transfer: the "to" account's new balance */
+    uint64_t original_txid;       /* duplicate / key reused: the request first recorded under the key */
+    int replayed;                 /* 1: txid was already recorded, nothing done */
 };
 
 /* Settings every worker connection applies after journal_mode=WAL and
@@ -66,11 +81,15 @@ struct ledger_outcome {
 #define LEDGER_SQL_SET_BALANCE "UPDATE users SET balance = ?1 WHERE rowid = ?2"
 /* Rows per INSERT statement when a batch's rows are recorded together. */
 #define LEDGER_RECORD_CHUNK 32
+/* Bound values per transactions row in ledger_sql_record's INSERT. */
+#define LEDGER_RECORD_PARAMS 14
 
-/* Writes the text of an INSERT of rows transactions rows (8 parameters
- * each: card_number, amount, success, txid, status, balance_after,
- * queued_at, applied_at; ON CONFLICT(txid) DO NOTHING) into buf.
- * Returns 0, or -1 if cap is too small. */
+/* Writes the text of an INSERT of rows transactions rows
+ * (LEDGER_RECORD_PARAMS parameters each: card_number, amount, success,
+ * txid, status, balance_after, queued_at, applied_at, kind, counterparty,
+ * counterparty_balance_after, reason, original_txid, idempotency_key;
+ * ON CONFLICT(txid) DO NOTHING) into buf. Returns 0, or -1 if cap is too
+ * small. */
 int ledger_sql_record(char *buf, size_t cap, unsigned rows);
 
 struct ledger;
@@ -95,12 +114,21 @@ enum ledger_result {
 /* Applies n entries in ONE BEGIN IMMEDIATE ... COMMIT. Entries whose txid is
  * already recorded are skipped (outcome.replayed = 1), so a batch replayed
  * after a crash is harmless; the lookup is only made for attempts > 0, and a
- * txid found recorded anyway is undone inside the transaction. A corrupt
- * entry is recorded as rejected; one without a txid is only logged (status
- * rejected, not replayed). On LEDGER_RETRY/LEDGER_FATAL the transaction was
- * rolled back and nothing changed. applied_at_us is stored for every new
- * row. outcomes has room for n. */
+ * batch found to hold a recorded txid anyway is rolled back and applied
+ * again with the lookup for every entry. A keyed entry whose key is already
+ * recorded becomes 'duplicate' (same request) or 'rejected',
+ * idempotency_key_reused (another request). A corrupt entry is recorded as
+ * rejected; one without a txid is only logged (status rejected, not
+ * replayed). On LEDGER_RETRY/LEDGER_FATAL the transaction was rolled back
+ * and nothing changed. applied_at_us is stored for every new row (and as
+ * the key's and a new account's creation time). outcomes has room for n. */
 enum ledger_result ledger_apply_batch(struct ledger *l, const struct txn_entry *batch, uint32_t n,
                                       int64_t applied_at_us, struct ledger_outcome *outcomes);
+
+/* Deletes up to max idempotency keys recorded before older_than_us (wall
+ * clock) in one short transaction; *deleted says how many. LEDGER_RETRY if
+ * the ledger was busy (try again later). */
+enum ledger_result ledger_prune_keys(struct ledger *l, int64_t older_than_us, unsigned max,
+                                     unsigned *deleted);
 
 #endif

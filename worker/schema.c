@@ -8,6 +8,15 @@
  *   1  transactions gains txid (unique), status, balance_after, queued_at and
  *      applied_at (wall-clock microseconds); old rows keep txid NULL and get
  *      status 'applied' (success = 1) or 'rejected'
+ *   2  transfers, account openings, idempotency keys and statements:
+ *      transactions gains kind ('deposit', 'withdrawal', 'transfer', 'open';
+ *      NULL on older rows, where the sign of amount tells), counterparty and
+ *      counterparty_balance_after (a transfer's "to" account), reason (why a
+ *      request was rejected), original_txid (a duplicate's first request)
+ *      and idempotency_key; the idempotency_keys table; indexes for
+ *      statements by card_number and counterparty. users is left as the
+ *      prototype made it (its INSERTs name no columns): an account opened
+ *      through the API has its creation time in its applied 'open' row
  *
  * Migrations only add: the prototype keeps working on a migrated file. Each
  * runs with the version bump in one transaction, so a crash mid-way leaves
@@ -36,21 +45,22 @@ static const struct column v1_columns[] = {
     { "applied_at", "ALTER TABLE transactions ADD COLUMN applied_at INTEGER" },
 };
 
-/* Sets *exists to whether transactions has the named column. */
-static int column_exists(sqlite3 *db, const char *name, int *exists)
+/* Sets *exists to whether table has the named column. */
+static int column_exists(sqlite3 *db, const char *table, const char *name, int *exists)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(
-        db, "SELECT COUNT(*) FROM pragma_table_info('transactions') WHERE name = ?1", -1, &st,
-        NULL);
+        db, "SELECT COUNT(*) FROM pragma_table_info(?2) WHERE name = ?1", -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 2, table, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         *exists = sqlite3_column_int(st, 0) > 0;
         rc = SQLITE_OK;
     }
     if (rc != SQLITE_OK)
-        log_error("looking up column transactions.%s: %s", name, sqlite3_errmsg(db));
+        log_error("looking up column %s.%s: %s", table, name, sqlite3_errmsg(db));
     sqlite3_finalize(st);
     return rc;
 }
@@ -78,20 +88,49 @@ static int backfill_status(sqlite3 *db)
 
 /* Version 0 -> 1. Columns are added only if missing, so a file someone
  * half-upgraded by hand still migrates. */
-static int migrate_to_v1(sqlite3 *db)
+static int add_columns(sqlite3 *db, const char *table, const struct column *cols, size_t n)
 {
-    for (size_t i = 0; i < sizeof v1_columns / sizeof v1_columns[0]; i++) {
+    for (size_t i = 0; i < n; i++) {
         int exists = 0;
-        int rc = column_exists(db, v1_columns[i].name, &exists);
+        int rc = column_exists(db, table, cols[i].name, &exists);
         if (rc == SQLITE_OK && !exists)
-            rc = ldb_exec(db, v1_columns[i].ddl, "adding a column to transactions");
+            rc = ldb_exec(db, cols[i].ddl, "adding a column");
         if (rc != SQLITE_OK)
             return rc;
     }
-    int rc = backfill_status(db);
+    return SQLITE_OK;
+}
+
+static int migrate_to_v1(sqlite3 *db)
+{
+    int rc = add_columns(db, "transactions", v1_columns, sizeof v1_columns / sizeof v1_columns[0]);
+    if (rc == SQLITE_OK)
+        rc = backfill_status(db);
     if (rc == SQLITE_OK)
         rc = ldb_exec(db, "CREATE UNIQUE INDEX IF NOT EXISTS transactions_txid ON transactions(txid)",
                       "creating index transactions_txid");
+    return rc;
+}
+
+static const struct column v2_columns[] = {
+    { "kind", "ALTER TABLE transactions ADD COLUMN kind TEXT" },
+    { "counterparty", "ALTER TABLE transactions ADD COLUMN counterparty TEXT" },
+    { "counterparty_balance_after",
+      "ALTER TABLE transactions ADD COLUMN counterparty_balance_after INTEGER" },
+    { "reason", "ALTER TABLE transactions ADD COLUMN reason TEXT" },
+    { "original_txid", "ALTER TABLE transactions ADD COLUMN original_txid INTEGER" },
+    { "idempotency_key", "ALTER TABLE transactions ADD COLUMN idempotency_key TEXT" },
+};
+
+/* Version 1 -> 2. The statement indexes are built over every existing row,
+ * which takes a while on a large ledger: say so first. */
+static int migrate_to_v2(sqlite3 *db)
+{
+    int rc = add_columns(db, "transactions", v2_columns, sizeof v2_columns / sizeof v2_columns[0]);
+    if (rc == SQLITE_OK) {
+        log_info("schema 2: indexing transactions by account for statements");
+        rc = ldb_exec(db, LEDGER_SQL_V2_INDEXES, "creating the schema 2 tables and indexes");
+    }
     return rc;
 }
 
@@ -117,6 +156,8 @@ static int create_and_migrate(sqlite3 *db, const char *db_path)
     }
     if (rc == SQLITE_OK && version < 1)
         rc = migrate_to_v1(db);
+    if (rc == SQLITE_OK && version < 2)
+        rc = migrate_to_v2(db);
     if (rc == SQLITE_OK && version < LEDGER_SCHEMA_VERSION)
         rc = ldb_exec(db, "PRAGMA user_version = " LDB_STR(LEDGER_SCHEMA_VERSION),
                       "setting user_version");

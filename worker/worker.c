@@ -5,9 +5,15 @@
  * never lost and never applied twice.
  *
  * Ordering per batch: claim -> apply (retried until it commits) -> metrics ->
- * ack. Metrics come before the ack because a death between the two makes the
- * batch come back as replayed entries, which are not counted again. */
+ * outcomes to waiting frontends -> ack. Metrics come before the ack because a
+ * death between the two makes the batch come back as replayed entries, which
+ * are not counted again; a replayed entry that someone waits for is handed
+ * over again with COMPLETION_LOOKUP (its outcome is in the ledger).
+ *
+ * Worker 0 also prunes idempotency keys older than --idempotency-ttl, a
+ * bounded DELETE between batches every PRUNE_INTERVAL_MAX_S at most. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,11 +54,18 @@
 #define STANDBY_MS 100
 #define STANDBY_POLL_MS 10
 
+/* Idempotency key pruning: every min(this, ttl / 2) seconds (at least 1),
+ * at most PRUNE_ROWS keys per DELETE, so one never holds the write lock
+ * for long; a backlog is worked off PRUNE_ROWS at a time between batches. */
+#define PRUNE_INTERVAL_MAX_S 60
+#define PRUNE_ROWS 5000
+
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t retire_requested;
 
 struct worker {
     const struct config *cfg;
+    struct shm_seg *seg;
     const struct shm_header *hdr;
     struct ring *ring;
     struct shm_child *row;
@@ -64,6 +77,7 @@ struct worker {
     uint64_t errors_unlogged;
     uint64_t seen_claims[RING_MAX_SLOTS]; /* of the lower-numbered workers */
     int64_t lower_progress_us;            /* when one of them last claimed */
+    int64_t next_prune_us;                /* monotonic; 0: this worker does not prune */
     struct ledger_outcome outcomes[RING_MAX_BATCH];
 };
 
@@ -208,13 +222,24 @@ static int apply_until_committed(struct worker *w, const struct txn_entry *batch
     }
 }
 
-static enum metric_id outcome_metric(const struct ledger_outcome *o, int64_t amount)
+static enum metric_id outcome_metric(const struct ledger_outcome *o, const struct txn_entry *e)
 {
     if (o->replayed)
         return METRIC_tx_replayed;
+    if (o->status == TXN_STATUS_DUPLICATE)
+        return METRIC_tx_duplicate;
+    int applied = o->status == TXN_STATUS_APPLIED;
+    switch (o->reason == TXN_REASON_CORRUPT ? TXN_KIND_NONE : e->kind) {
+    case TXN_KIND_TRANSFER:
+        return applied ? METRIC_transfers : METRIC_transfers_rejected;
+    case TXN_KIND_OPEN:
+        return applied ? METRIC_accounts_created : METRIC_accounts_rejected;
+    default:
+        break;
+    }
     switch (o->status) {
     case TXN_STATUS_APPLIED:
-        return amount > 0 ? METRIC_tx_applied_deposit : METRIC_tx_applied_withdrawal;
+        return e->amount > 0 ? METRIC_tx_applied_deposit : METRIC_tx_applied_withdrawal;
     case TXN_STATUS_INSUFFICIENT_FUNDS:
         return METRIC_tx_insufficient_funds;
     case TXN_STATUS_UNKNOWN_ACCOUNT:
@@ -229,15 +254,83 @@ static void count_outcomes(struct worker *w, const struct txn_entry *batch, uint
 {
     for (uint32_t i = 0; i < n; i++) {
         const struct ledger_outcome *o = &w->outcomes[i];
-        metrics_add(w->metrics, outcome_metric(o, batch[i].amount), 1);
+        metrics_add(w->metrics, outcome_metric(o, &batch[i]), 1);
         if (o->replayed)
             continue;
-        if (o->status == TXN_STATUS_APPLIED)
+        /* Money entering or leaving the ledger; a transfer only moves it. */
+        if (o->status == TXN_STATUS_APPLIED && batch[i].kind != TXN_KIND_TRANSFER)
             metrics_add(w->metrics, METRIC_balance_delta, batch[i].amount);
         if (batch[i].queued_at_us > 0) /* a corrupt entry may have none */
             metrics_record_latency(w->metrics, applied_at_us, applied_at_us - batch[i].queued_at_us);
     }
     metrics_add(w->metrics, METRIC_batches_committed, 1);
+}
+
+/* Hands the outcome of every waited-for entry to its frontend: a record in
+ * the (frontend, this worker) completion ring, then one eventfd write per
+ * frontend. Never blocks: a full ring drops the record (the request then
+ * times out with 202) and a failed write is only counted. */
+static void publish_outcomes(struct worker *w, const struct txn_entry *batch, uint32_t n,
+                             int64_t applied_at_us, int64_t committed_at_us)
+{
+    uint32_t n_frontends = w->hdr->params.n_frontends;
+    uint64_t notify = 0; /* bit f: frontend f has new records */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t f = batch[i].waiter;
+        if (f == 0 || f > n_frontends || f > 64)
+            continue;
+        f--;
+        const struct ledger_outcome *o = &w->outcomes[i];
+        struct completion c = {
+            .txid = batch[i].txid,
+            .balance_after = o->balance_after,
+            .counterparty_balance = o->counterparty_balance,
+            .original_txid = o->original_txid,
+            .applied_at_us = applied_at_us,
+            .committed_at_us = committed_at_us,
+            .status = (uint8_t)o->status,
+            .reason = (uint8_t)o->reason,
+            .flags = o->replayed ? COMPLETION_LOOKUP : 0,
+        };
+        if (completion_push(shm_completions(w->seg, f, w->index), &c) != 0) {
+            metrics_add(w->metrics, METRIC_waits_dropped, 1);
+            continue;
+        }
+        notify |= 1ull << f;
+    }
+    for (uint32_t f = 0; notify != 0; f++, notify >>= 1) {
+        uint64_t one = 1;
+        if ((notify & 1) && w->seg->notify_fd[f] >= 0 &&
+            write(w->seg->notify_fd[f], &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
+            log_warn("waking frontend %u: %s", f, strerror(errno));
+    }
+}
+
+static int64_t prune_interval_us(const struct config *cfg)
+{
+    unsigned s = cfg->idempotency_ttl_s / 2;
+    if (s > PRUNE_INTERVAL_MAX_S)
+        s = PRUNE_INTERVAL_MAX_S;
+    return (int64_t)(s > 0 ? s : 1) * 1000000;
+}
+
+/* Worker 0, between batches: deletes keys older than the TTL. A full
+ * DELETE means more may be waiting, so the next one comes at once. */
+static void maybe_prune(struct worker *w)
+{
+    int64_t now = clock_mono_us();
+    if (w->next_prune_us == 0 || now < w->next_prune_us)
+        return;
+    int64_t cutoff = clock_wall_us() - (int64_t)w->cfg->idempotency_ttl_s * 1000000;
+    unsigned deleted = 0;
+    enum ledger_result r = ledger_prune_keys(w->ledger, cutoff, PRUNE_ROWS, &deleted);
+    if (r != LEDGER_OK)
+        log_warn("pruning idempotency keys: %s; trying again later", ledger_last_error(w->ledger));
+    if (deleted > 0) {
+        metrics_add(w->metrics, METRIC_keys_pruned, deleted);
+        log_debug("pruned %u idempotency keys older than %u s", deleted, w->cfg->idempotency_ttl_s);
+    }
+    w->next_prune_us = deleted == PRUNE_ROWS ? now : now + prune_interval_us(w->cfg);
 }
 
 /* Test hook for the one window no signal can hit on purpose: dying after
@@ -269,6 +362,7 @@ static int run(struct worker *w)
                                                                                 : w->cfg->batch_max;
     for (;;) {
         heartbeat(w);
+        maybe_prune(w);
         if (retire_requested) {
             log_info("worker %u retiring for a rolling restart", w->index);
             return 0;
@@ -292,8 +386,10 @@ static int run(struct worker *w)
         int64_t applied_at_us;
         if (apply_until_committed(w, batch, (uint32_t)n, &applied_at_us) != 0)
             return TXP_EXIT_FATAL;
+        int64_t committed_at_us = clock_wall_us();
         failpoint_after_commit();
         count_outcomes(w, batch, (uint32_t)n, applied_at_us);
+        publish_outcomes(w, batch, (uint32_t)n, applied_at_us, committed_at_us);
         ring_ack(w->ring, w->index);
     }
 }
@@ -303,11 +399,14 @@ int worker_main(const struct config *cfg, struct shm_seg *seg, uint32_t slot, ui
     static struct worker w; /* the outcome array is too big for the stack */
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
+    w.seg = seg;
     w.hdr = seg->hdr;
     w.ring = seg->ring;
     w.row = &seg->children[slot];
     w.metrics = shm_metrics(seg, slot);
     w.index = index;
+    if (index == 0)
+        w.next_prune_us = clock_mono_us() + prune_interval_us(cfg);
     if (install_signals() != 0)
         return TXP_EXIT_FATAL;
     w.ledger = ledger_open(cfg->db_path, cfg->sync);

@@ -144,7 +144,7 @@ static void make_prototype(sqlite3 *db)
 
 /* ---- schema ------------------------------------------------------------- */
 
-TEST(ledger_prepare_creates_schema_v1_with_mode_0600)
+TEST(ledger_prepare_creates_current_schema_with_mode_0600)
 {
     struct tmpdb t;
     tmpdb_make(&t);
@@ -197,7 +197,7 @@ TEST(ledger_prepare_migrates_prototype_without_loss)
     CHECK_EQ_INT(tot.max_txid, 0);
 
     db = raw_open(t.path);
-    CHECK_EQ_INT(raw_int(db, "PRAGMA user_version", NULL), 1);
+    CHECK_EQ_INT(raw_int(db, "PRAGMA user_version", NULL), LEDGER_SCHEMA_VERSION);
     CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM users "
                              "WHERE balance = CAST(card_number AS INTEGER) * 7 + 1", NULL), 10000);
     CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions WHERE txid IS NULL AND "
@@ -477,7 +477,7 @@ TEST(ledger_replay_with_attempts_is_noop)
     tmpdb_remove(&t);
 }
 
-TEST(ledger_recorded_txid_without_attempts_is_undone)
+TEST(ledger_recorded_txid_without_attempts_is_caught)
 {
     struct tmpdb t;
     tmpdb_make(&t);
@@ -502,7 +502,7 @@ TEST(ledger_recorded_txid_without_attempts_is_undone)
 
 /* Rows are inserted LEDGER_RECORD_CHUNK per statement; a chunk that meets a
  * recorded txid must send the whole batch down the entry-by-entry path. */
-TEST(ledger_recorded_txid_inside_a_grouped_insert_is_undone)
+TEST(ledger_recorded_txid_inside_a_grouped_insert_is_caught)
 {
     enum { N = 3 * LEDGER_RECORD_CHUNK }; /* whole chunks: no single-row INSERT */
     struct tmpdb t;
@@ -882,4 +882,234 @@ TEST(ledger_worker_sigterm_before_frontends_stop_keeps_applying)
     CHECK(rig_wait_empty(&r, 5000));
     CHECK_EQ_INT(balance_of(r.db, "1111 0000"), 1107);
     rig_stop(&r);
+}
+
+/* ---- transfers, account openings, idempotency keys ---------------------- */
+
+static struct txn_entry transfer(uint64_t txid, const char *from, const char *to, int64_t amount)
+{
+    struct txn_entry e;
+    CHECK(txn_entry_make_transfer(&e, from, strlen(from), to, strlen(to), amount) == 0);
+    e.txid = txid;
+    e.queued_at_us = T_QUEUED_AT;
+    return e;
+}
+
+static struct txn_entry keyed(struct txn_entry e, const char *key)
+{
+    CHECK(txn_entry_set_key(&e, key, strlen(key)) == 0);
+    return e;
+}
+
+/* The recorded reason of txid, "" when NULL. */
+static int reason_is(sqlite3 *db, uint64_t txid, const char *reason)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT COALESCE(reason, '') = ?1 FROM transactions WHERE txid = %llu",
+             (unsigned long long)txid);
+    return raw_int(db, sql, reason) == 1;
+}
+
+TEST(ledger_transfer_moves_both_balances_or_records_why_not)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards3, balances3, 3); /* 1000, INT64_MAX - 10, 0 */
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry b[7] = {
+        transfer(1, "1111 0000", "3333 0000", 300),  /* applied: 700 / 300 */
+        transfer(2, "1111 0000", "1111 0000", 1),    /* same_account */
+        transfer(3, "1111 0000", "9999 0000", 1),    /* unknown to */
+        transfer(4, "9999 0000", "1111 0000", 1),    /* unknown from */
+        transfer(5, "3333 0000", "1111 0000", 301),  /* insufficient_funds */
+        transfer(6, "1111 0000", "2222 0000", 11),   /* overflow on the "to" side */
+        transfer(7, "3333 0000", "1111 0000", 300),  /* applied: exactly 0 left */
+    };
+    struct ledger_outcome o[7];
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 7, T_APPLIED_AT, o), LEDGER_OK);
+    static const enum txn_reason why[7] = {
+        TXN_REASON_NONE, TXN_REASON_SAME_ACCOUNT, TXN_REASON_UNKNOWN_ACCOUNT,
+        TXN_REASON_UNKNOWN_ACCOUNT, TXN_REASON_INSUFFICIENT_FUNDS, TXN_REASON_OVERFLOW,
+        TXN_REASON_NONE,
+    };
+    for (int i = 0; i < 7; i++) {
+        CHECK_EQ_INT(o[i].status, why[i] == TXN_REASON_NONE ? TXN_STATUS_APPLIED : TXN_STATUS_REJECTED);
+        CHECK_EQ_INT(o[i].reason, why[i]);
+        CHECK(reason_is(db, (uint64_t)i + 1, txn_reason_name(why[i])));
+    }
+    CHECK_EQ_INT(o[0].balance_after, 700);
+    CHECK_EQ_INT(o[0].counterparty_balance, 300);
+    CHECK_EQ_INT(o[6].balance_after, 0);
+    CHECK_EQ_INT(o[6].counterparty_balance, 1000);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 1000);
+    CHECK(balance_of(db, "2222 0000") == INT64_MAX - 10);
+    CHECK_EQ_INT(balance_of(db, "3333 0000"), 0);
+    /* One row per transfer, from the "from" side, the "to" side beside it. */
+    CHECK_EQ_INT(count_rows(db), 7);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions WHERE txid = 1 AND kind = 'transfer' "
+                             "AND card_number = '1111 0000' AND counterparty = '3333 0000' AND "
+                             "amount = 300 AND balance_after = 700 AND "
+                             "counterparty_balance_after = 300 AND success = 1", NULL), 1);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions WHERE status = 'rejected' AND "
+                             "balance_after IS NULL AND counterparty_balance_after IS NULL", NULL), 5);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(ledger_open_creates_an_account_once)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry b[4];
+    CHECK(txn_entry_make_open(&b[0], "5555 0000", 9, 700) == 0);
+    CHECK(txn_entry_make_open(&b[1], "5555 0000", 9, 1) == 0);   /* exists by now */
+    CHECK(txn_entry_make_open(&b[2], "1111 0000", 9, 0) == 0);   /* existed before */
+    CHECK(txn_entry_make_open(&b[3], "6666 0000", 9, 0) == 0);   /* empty account */
+    for (int i = 0; i < 4; i++) {
+        b[i].txid = (uint64_t)i + 1;
+        b[i].queued_at_us = T_QUEUED_AT;
+    }
+    struct ledger_outcome o[4];
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 4, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(o[0].status, TXN_STATUS_APPLIED);
+    CHECK_EQ_INT(o[0].balance_after, 700);
+    CHECK_EQ_INT(o[1].reason, TXN_REASON_ACCOUNT_EXISTS);
+    CHECK_EQ_INT(o[2].reason, TXN_REASON_ACCOUNT_EXISTS);
+    CHECK_EQ_INT(o[3].status, TXN_STATUS_APPLIED);
+    CHECK_EQ_INT(balance_of(db, "5555 0000"), 700);
+    CHECK_EQ_INT(balance_of(db, "6666 0000"), 0);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 1000);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM users", NULL), 4);
+    /* The opening balance is money coming in: the invariant counts it. */
+    CHECK_EQ_INT(balance_sum(db), 1000 + 700);
+    CHECK_EQ_INT(raw_int(db, "SELECT SUM(amount) FROM transactions WHERE status = 'applied' "
+                             "AND COALESCE(kind, '') <> 'transfer'", NULL), 700);
+    CHECK_EQ_INT(raw_int(db, "SELECT applied_at FROM transactions WHERE kind = 'open' AND "
+                             "status = 'applied' AND card_number = ?1", "5555 0000"), T_APPLIED_AT);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(ledger_idempotency_key_applies_once_across_batches)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    /* First batch: the original and a copy racing it in the same batch, a
+     * reuse with another amount, and a keyed withdrawal that fails. */
+    struct txn_entry b[4] = {
+        keyed(entry(1, "1111 0000", 100, 0), "k-1"),
+        keyed(entry(2, "1111 0000", 100, 0), "k-1"),
+        keyed(entry(3, "1111 0000", 101, 0), "k-1"),
+        keyed(entry(4, "3333 0000", -5, 0), "k-2"),
+    };
+    struct ledger_outcome o[4];
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 4, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(o[0].status, TXN_STATUS_APPLIED);
+    CHECK_EQ_INT(o[1].status, TXN_STATUS_DUPLICATE);
+    CHECK_EQ_INT(o[1].original_txid, 1);
+    CHECK_EQ_INT(o[2].status, TXN_STATUS_REJECTED);
+    CHECK_EQ_INT(o[2].reason, TXN_REASON_KEY_REUSED);
+    CHECK_EQ_INT(o[2].original_txid, 1);
+    CHECK_EQ_INT(o[3].status, TXN_STATUS_INSUFFICIENT_FUNDS);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 1100);
+
+    /* Later copies, and a copy replayed after a crash (attempts > 0). */
+    struct txn_entry later[3] = {
+        keyed(entry(5, "1111 0000", 100, 0), "k-1"),
+        keyed(entry(6, "3333 0000", -5, 0), "k-2"),
+        b[0],
+    };
+    later[2].attempts = 1;
+    CHECK_EQ_INT(ledger_apply_batch(l, later, 3, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(o[0].status, TXN_STATUS_DUPLICATE);
+    CHECK_EQ_INT(o[0].original_txid, 1);
+    CHECK_EQ_INT(o[1].status, TXN_STATUS_DUPLICATE); /* the original outcome was a refusal */
+    CHECK_EQ_INT(o[1].original_txid, 4);
+    CHECK_EQ_INT(o[2].replayed, 1);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 1100);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM idempotency_keys", NULL), 2);
+    CHECK_EQ_INT(raw_int(db, "SELECT txid FROM idempotency_keys WHERE key = ?1", "k-1"), 1);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions WHERE status = 'duplicate' AND "
+                             "original_txid IS NOT NULL AND balance_after IS NULL", NULL), 3);
+    CHECK(reason_is(db, 3, "idempotency_key_reused"));
+    CHECK_EQ_INT(count_rows(db), 6);
+    /* A fingerprint covers what is asked, not the key or the txid. */
+    CHECK(txn_fingerprint(&b[0]) == txn_fingerprint(&later[0]));
+    CHECK(txn_fingerprint(&b[0]) != txn_fingerprint(&b[2]));
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(ledger_prune_keys_deletes_only_old_keys_in_bounded_steps)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry b[3] = {
+        keyed(entry(1, "1111 0000", 1, 0), "old-1"),
+        keyed(entry(2, "1111 0000", 1, 0), "old-2"),
+        keyed(entry(3, "1111 0000", 1, 0), "new"),
+    };
+    struct ledger_outcome o[3];
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 2, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(ledger_apply_batch(l, b + 2, 1, T_APPLIED_AT + 10, o), LEDGER_OK);
+    unsigned deleted = 99;
+    CHECK_EQ_INT(ledger_prune_keys(l, T_APPLIED_AT + 5, 1, &deleted), LEDGER_OK);
+    CHECK_EQ_INT(deleted, 1);
+    CHECK_EQ_INT(ledger_prune_keys(l, T_APPLIED_AT + 5, 10, &deleted), LEDGER_OK);
+    CHECK_EQ_INT(deleted, 1);
+    CHECK_EQ_INT(ledger_prune_keys(l, T_APPLIED_AT + 5, 10, &deleted), LEDGER_OK);
+    CHECK_EQ_INT(deleted, 0);
+    CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM idempotency_keys WHERE key = ?1", "new"), 1);
+    /* A pruned key is free again: the same key now applies anew. */
+    struct txn_entry again = keyed(entry(4, "1111 0000", 50, 0), "old-1");
+    CHECK_EQ_INT(ledger_apply_batch(l, &again, 1, T_APPLIED_AT + 20, o), LEDGER_OK);
+    CHECK_EQ_INT(o[0].status, TXN_STATUS_APPLIED);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 1053);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(txn_entry_check_covers_every_kind)
+{
+    struct txn_entry e;
+    const char *why = NULL;
+    CHECK(txn_entry_make_transfer(&e, "1", 1, "2", 1, 0) != 0);
+    CHECK(txn_entry_make_transfer(&e, "1", 1, "2", 1, -5) != 0);
+    CHECK(txn_entry_make_transfer(&e, "1", 1, "x", 1, 5) != 0);
+    CHECK(txn_entry_make_open(&e, "1", 1, -1) != 0);
+    CHECK(txn_entry_make_open(&e, "1", 1, TXN_AMOUNT_LIMIT + 1) != 0);
+    CHECK(txn_entry_make_open(&e, "1", 1, 0) == 0);
+    e.txid = 1;
+    CHECK(txn_entry_check(&e, &why) == 0);
+    CHECK(txn_entry_make_transfer(&e, "1", 1, "2", 1, 5) == 0);
+    e.txid = 1;
+    CHECK(txn_entry_check(&e, &why) == 0);
+    e.card2[1] = 'x'; /* no NUL where card2_len says */
+    CHECK(txn_entry_check(&e, &why) != 0);
+    CHECK(txn_entry_make(&e, "1", 1, 5) == 0);
+    e.txid = 1;
+    CHECK(txn_entry_set_key(&e, "", 0) != 0);
+    CHECK(txn_entry_set_key(&e, "a\nb", 3) != 0);
+    char long_key[TXN_KEY_MAX + 2];
+    memset(long_key, 'k', sizeof long_key);
+    CHECK(txn_entry_set_key(&e, long_key, TXN_KEY_MAX + 1) != 0);
+    CHECK(txn_entry_set_key(&e, long_key, TXN_KEY_MAX) == 0);
+    CHECK(txn_entry_check(&e, &why) == 0);
+    e.key[3] = '\x01';
+    CHECK(txn_entry_check(&e, &why) != 0);
+    CHECK_STR(why, "malformed idempotency key");
 }
