@@ -12,15 +12,18 @@
  *      they came through. A key already there makes the entry 'duplicate'
  *      (same fingerprint) or 'rejected' (another request), and nothing else
  *      happens; a key recorded under this very txid means a replay.
- *   4. The accounts are read (rowid, balance) and the rules are checked in
+ *   4. The accounts are read (rowid, balance, newest statement row) and the
+ *      rules are checked in
  *      C: a withdrawal or transfer may not take a balance below 0, a deposit
  *      or transfer may not take one past INT64_MAX (SQLite would silently
  *      turn an overflow into a REAL), a balance that is not an integer is
  *      never touched, a transfer needs two different existing accounts, an
  *      opening a card that does not exist. If they hold, the new balances
  *      are written by rowid (both of a transfer's, in this same SQLite
- *      transaction, so both change or neither). The connection holds the
- *      write lock from BEGIN IMMEDIATE on, so nothing changes in between.
+ *      transaction, so both change or neither), with the statement link and
+ *      counts in the same UPDATE (see STATEMENTS in ledger.h); a refusal
+ *      writes only those. The connection holds the write lock from BEGIN
+ *      IMMEDIATE on, so nothing changes in between.
  *   5. The transaction row is inserted with ON CONFLICT(txid) DO NOTHING.
  *
  * GROUPED ROWS
@@ -61,7 +64,7 @@
 #define RC_RECORDED (-1)
 
 enum stmt_id {
-    ST_BEGIN, ST_COMMIT, ST_RECORDED, ST_ACCOUNT, ST_SET_BALANCE, ST_OPEN, ST_KEY_CLAIM,
+    ST_BEGIN, ST_COMMIT, ST_RECORDED, ST_ACCOUNT, ST_SETTLE, ST_OPEN, ST_KEY_CLAIM,
     ST_KEY_GET, ST_PRUNE, ST_RECORD, ST_RECORD_CHUNK, ST__COUNT
 };
 
@@ -73,9 +76,10 @@ static const struct {
     [ST_COMMIT] = { "commit", "COMMIT" },
     [ST_RECORDED] = { "replay check", "SELECT 1 FROM transactions WHERE txid = ?1" },
     [ST_ACCOUNT] = { "balance read", LEDGER_SQL_ACCOUNT },
-    [ST_SET_BALANCE] = { "balance update", LEDGER_SQL_SET_BALANCE },
+    [ST_SETTLE] = { "balance update", LEDGER_SQL_SETTLE },
     [ST_OPEN] = { "account opening",
-                  "INSERT INTO users(card_number, balance) VALUES(?1, ?2)" },
+                  "INSERT INTO users(card_number, balance, last_txid, opened_at, n_total) "
+                  "VALUES(?1, ?2, ?3, ?4, 1)" },
     [ST_KEY_CLAIM] = { "idempotency key claim",
                        "INSERT INTO idempotency_keys(key, txid, fingerprint, created_at) "
                        "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(key) DO NOTHING" },
@@ -110,8 +114,8 @@ int ledger_sql_record(char *buf, size_t cap, unsigned rows)
     static const char head[] = "INSERT INTO transactions(card_number, amount, success, txid, "
                                "status, balance_after, queued_at, applied_at, kind, counterparty, "
                                "counterparty_balance_after, reason, original_txid, "
-                               "idempotency_key) VALUES";
-    static const char tuple[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                               "idempotency_key, prev_txid, counterparty_prev_txid) VALUES";
+    static const char tuple[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     static const char tail[] = " ON CONFLICT(txid) DO NOTHING";
     if (rows == 0 || cap < sizeof head + rows * sizeof tuple + sizeof tail)
         return -1;
@@ -190,11 +194,13 @@ static int is_recorded(struct ledger *l, int64_t txid, int *recorded)
     return rc;
 }
 
-/* An account as the rules see it: *found, its rowid, and its balance when
- * that is an integer (*integer). */
+/* An account as the rules see it: *found, its rowid, its balance when that
+ * is an integer (*integer), and the newest transaction of its statement
+ * (0: none yet). */
 struct account {
     int found, integer;
     int64_t rowid, balance;
+    uint64_t last_txid;
 };
 
 static int read_account(struct ledger *l, const char *card, uint8_t card_len, struct account *a)
@@ -210,6 +216,7 @@ static int read_account(struct ledger *l, const char *card, uint8_t card_len, st
         a->rowid = sqlite3_column_int64(st, 0);
         a->integer = sqlite3_column_type(st, 1) == SQLITE_INTEGER;
         a->balance = sqlite3_column_int64(st, 1);
+        a->last_txid = (uint64_t)sqlite3_column_int64(st, 2); /* NULL reads as 0 */
         rc = SQLITE_DONE; /* card_number is the primary key: one row at most */
     }
     if (rc == SQLITE_DONE)
@@ -220,15 +227,29 @@ static int read_account(struct ledger *l, const char *card, uint8_t card_len, st
     return rc;
 }
 
-static int set_balance(struct ledger *l, int64_t rowid, int64_t balance)
+/* What a statement row counts as in users.n_* (?4 of LEDGER_SQL_SETTLE). */
+enum settle_count {
+    COUNT_DEPOSIT = 0, COUNT_WITHDRAWAL = 1, COUNT_TRANSFER_IN = 2, COUNT_TRANSFER_OUT = 3,
+    COUNT_REFUSED = 4,
+};
+
+/* Writes the account's balance (unchanged for a refusal), makes e the
+ * newest row of its statement and counts it; *prev gets the row e follows. */
+static int settle(struct ledger *l, const struct account *a, int64_t balance,
+                  const struct txn_entry *e, enum settle_count what, uint64_t *prev)
 {
-    sqlite3_stmt *st = l->st[ST_SET_BALANCE];
+    sqlite3_stmt *st = l->st[ST_SETTLE];
     int rc = sqlite3_bind_int64(st, 1, balance);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, rowid);
+        rc = sqlite3_bind_int64(st, 2, a->rowid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)e->txid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(st, 4, (int)what);
     if (rc != SQLITE_OK)
-        return bind_failed(l, rc, ST_SET_BALANCE);
-    return run(l, ST_SET_BALANCE, NULL);
+        return bind_failed(l, rc, ST_SETTLE);
+    *prev = a->last_txid;
+    return run(l, ST_SETTLE, NULL);
 }
 
 static void reject(struct ledger_outcome *out, enum txn_reason why)
@@ -238,45 +259,51 @@ static void reject(struct ledger_outcome *out, enum txn_reason why)
 }
 
 /* Deposit (amount > 0) or withdrawal (amount < 0). |amount| <=
- * TXN_AMOUNT_LIMIT, so neither negation nor subtraction overflows. */
+ * TXN_AMOUNT_LIMIT, so neither negation nor subtraction overflows. A
+ * refusal on an existing account still joins its statement. */
 static int apply_amount(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
 {
     struct account a;
     int rc = read_account(l, e->card, e->card_len, &a);
     if (rc != SQLITE_OK)
         return rc;
-    if (!a.found)
+    if (!a.found) {
         out->status = TXN_STATUS_UNKNOWN_ACCOUNT;
-    else if (!a.integer)
+        return SQLITE_OK;
+    }
+    if (!a.integer)
         reject(out, TXN_REASON_NOT_INTEGER);
     else if (e->amount < 0 && a.balance < -e->amount)
         out->status = TXN_STATUS_INSUFFICIENT_FUNDS;
     else if (e->amount > 0 && a.balance > INT64_MAX - e->amount)
         reject(out, TXN_REASON_OVERFLOW);
     else {
-        rc = set_balance(l, a.rowid, a.balance + e->amount);
-        if (rc != SQLITE_OK)
-            return rc;
         out->status = TXN_STATUS_APPLIED;
         out->balance_after = a.balance + e->amount;
+        return settle(l, &a, out->balance_after, e,
+                      e->amount > 0 ? COUNT_DEPOSIT : COUNT_WITHDRAWAL, &out->prev_txid);
     }
-    return SQLITE_OK;
+    /* A balance that is not an integer is never rewritten (it would become
+     * one); such a refusal stays out of the statement. */
+    if (!a.integer)
+        return SQLITE_OK;
+    return settle(l, &a, a.balance, e, COUNT_REFUSED, &out->prev_txid);
 }
 
-/* Both balances change in this SQLite transaction, or neither does. */
+/* Both balances change in this SQLite transaction, or neither does. The
+ * row joins the statement of each side that exists. */
 static int apply_transfer(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
 {
-    if (e->card_len == e->card2_len && memcmp(e->card, e->card2, e->card_len) == 0) {
-        reject(out, TXN_REASON_SAME_ACCOUNT);
-        return SQLITE_OK;
-    }
-    struct account from, to;
+    int same = e->card_len == e->card2_len && memcmp(e->card, e->card2, e->card_len) == 0;
+    struct account from, to = { 0 };
     int rc = read_account(l, e->card, e->card_len, &from);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK && !same)
         rc = read_account(l, e->card2, e->card2_len, &to);
     if (rc != SQLITE_OK)
         return rc;
-    if (!from.found || !to.found)
+    if (same)
+        reject(out, TXN_REASON_SAME_ACCOUNT);
+    else if (!from.found || !to.found)
         reject(out, TXN_REASON_UNKNOWN_ACCOUNT);
     else if (!from.integer || !to.integer)
         reject(out, TXN_REASON_NOT_INTEGER);
@@ -285,19 +312,22 @@ static int apply_transfer(struct ledger *l, const struct txn_entry *e, struct le
     else if (to.balance > INT64_MAX - e->amount)
         reject(out, TXN_REASON_OVERFLOW);
     else {
-        rc = set_balance(l, from.rowid, from.balance - e->amount);
-        if (rc == SQLITE_OK)
-            rc = set_balance(l, to.rowid, to.balance + e->amount);
-        if (rc != SQLITE_OK)
-            return rc;
         out->status = TXN_STATUS_APPLIED;
         out->balance_after = from.balance - e->amount;
         out->counterparty_balance = to.balance + e->amount;
     }
-    return SQLITE_OK;
+    int applied = out->status == TXN_STATUS_APPLIED;
+    if (from.found && from.integer)
+        rc = settle(l, &from, applied ? from.balance - e->amount : from.balance, e,
+                    applied ? COUNT_TRANSFER_OUT : COUNT_REFUSED, &out->prev_txid);
+    if (rc == SQLITE_OK && to.found && to.integer)
+        rc = settle(l, &to, applied ? to.balance + e->amount : to.balance, e,
+                    applied ? COUNT_TRANSFER_IN : COUNT_REFUSED, &out->counterparty_prev_txid);
+    return rc;
 }
 
-static int apply_open(struct ledger *l, const struct txn_entry *e, struct ledger_outcome *out)
+static int apply_open(struct ledger *l, const struct txn_entry *e, int64_t applied_at_us,
+                      struct ledger_outcome *out)
 {
     struct account a;
     int rc = read_account(l, e->card, e->card_len, &a);
@@ -311,6 +341,10 @@ static int apply_open(struct ledger *l, const struct txn_entry *e, struct ledger
     rc = sqlite3_bind_text(st, 1, e->card, e->card_len, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, 2, e->amount);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, (int64_t)e->txid);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, applied_at_us);
     if (rc != SQLITE_OK)
         return bind_failed(l, rc, ST_OPEN);
     rc = run(l, ST_OPEN, NULL);
@@ -408,6 +442,13 @@ static int bind_record(sqlite3_stmt *st, int base, const struct txn_entry *e, en
         rc = full && e->key_len > 0
                  ? sqlite3_bind_text(st, base + 14, e->key, e->key_len, SQLITE_STATIC)
                  : sqlite3_bind_null(st, base + 14);
+    if (rc == SQLITE_OK)
+        rc = out->prev_txid != 0 ? sqlite3_bind_int64(st, base + 15, (int64_t)out->prev_txid)
+                                 : sqlite3_bind_null(st, base + 15);
+    if (rc == SQLITE_OK)
+        rc = out->counterparty_prev_txid != 0
+                 ? sqlite3_bind_int64(st, base + 16, (int64_t)out->counterparty_prev_txid)
+                 : sqlite3_bind_null(st, base + 16);
     return rc;
 }
 
@@ -452,7 +493,7 @@ static int settle_entry(struct ledger *l, const struct txn_entry *e, int64_t app
     }
     switch (e->kind) {
     case TXN_KIND_TRANSFER: return apply_transfer(l, e, out);
-    case TXN_KIND_OPEN: return apply_open(l, e, out);
+    case TXN_KIND_OPEN: return apply_open(l, e, applied_at_us, out);
     default: return apply_amount(l, e, out);
     }
 }
@@ -604,7 +645,7 @@ static int configure(struct ledger *l, const char *db_path, enum sync_mode sync)
 
 static int prepare_all(struct ledger *l)
 {
-    char one[1024], chunk[1024 + LEDGER_RECORD_CHUNK * 32];
+    char one[1024], chunk[1024 + LEDGER_RECORD_CHUNK * 40];
     if (ledger_sql_record(one, sizeof one, 1) != 0 ||
         ledger_sql_record(chunk, sizeof chunk, LEDGER_RECORD_CHUNK) != 0) {
         log_error("ledger: INSERT statement text does not fit"); /* a bug: sizes are fixed */

@@ -12,11 +12,11 @@
  *      transactions gains kind ('deposit', 'withdrawal', 'transfer', 'open';
  *      NULL on older rows, where the sign of amount tells), counterparty and
  *      counterparty_balance_after (a transfer's "to" account), reason (why a
- *      request was rejected), original_txid (a duplicate's first request)
- *      and idempotency_key; the idempotency_keys table; indexes for
- *      statements by card_number and counterparty. users is left as the
- *      prototype made it (its INSERTs name no columns): an account opened
- *      through the API has its creation time in its applied 'open' row
+ *      request was rejected), original_txid (a duplicate's first request),
+ *      idempotency_key, prev_txid and counterparty_prev_txid; users gains
+ *      last_txid, opened_at and the n_* counts (statements, see STATEMENTS
+ *      in ledger.h), so an INSERT INTO users must now name its columns; the
+ *      idempotency_keys table
  *
  * Migrations only add: the prototype keeps working on a migrated file. Each
  * runs with the version bump in one transaction, so a crash mid-way leaves
@@ -120,16 +120,54 @@ static const struct column v2_columns[] = {
     { "reason", "ALTER TABLE transactions ADD COLUMN reason TEXT" },
     { "original_txid", "ALTER TABLE transactions ADD COLUMN original_txid INTEGER" },
     { "idempotency_key", "ALTER TABLE transactions ADD COLUMN idempotency_key TEXT" },
+    { "prev_txid", "ALTER TABLE transactions ADD COLUMN prev_txid INTEGER" },
+    { "counterparty_prev_txid", "ALTER TABLE transactions ADD COLUMN counterparty_prev_txid INTEGER" },
 };
 
-/* Version 1 -> 2. The statement indexes are built over every existing row,
- * which takes a while on a large ledger: say so first. */
+static const struct column v2_user_columns[] = {
+    { "last_txid", "ALTER TABLE users ADD COLUMN last_txid INTEGER" },
+    { "opened_at", "ALTER TABLE users ADD COLUMN opened_at INTEGER" },
+    { "n_deposits", "ALTER TABLE users ADD COLUMN n_deposits INTEGER NOT NULL DEFAULT 0" },
+    { "n_withdrawals", "ALTER TABLE users ADD COLUMN n_withdrawals INTEGER NOT NULL DEFAULT 0" },
+    { "n_transfers_in", "ALTER TABLE users ADD COLUMN n_transfers_in INTEGER NOT NULL DEFAULT 0" },
+    { "n_transfers_out", "ALTER TABLE users ADD COLUMN n_transfers_out INTEGER NOT NULL DEFAULT 0" },
+    { "n_rejected", "ALTER TABLE users ADD COLUMN n_rejected INTEGER NOT NULL DEFAULT 0" },
+    { "n_total", "ALTER TABLE users ADD COLUMN n_total INTEGER NOT NULL DEFAULT 0" },
+};
+
+/* Links the rows schema 1 recorded (txid set, one account each) into
+ * per-account chains and counts them on users, so statements and counts
+ * include them. Prototype rows (txid NULL) stay out: they have no id to
+ * show. */
+#define SQL_V2_BACKFILL                                                                   \
+    "UPDATE transactions SET prev_txid = p.prev FROM (SELECT id, LAG(txid) OVER "         \
+    "(PARTITION BY card_number ORDER BY id) AS prev FROM transactions WHERE txid IS NOT NULL " \
+    "AND card_number IN (SELECT card_number FROM users)) AS p "                         \
+    "WHERE transactions.id = p.id AND p.prev IS NOT NULL;"                               \
+    "UPDATE users SET last_txid = g.last_txid, n_deposits = g.deposits, "                \
+    "n_withdrawals = g.withdrawals, n_rejected = g.refused, n_total = g.total "           \
+    "FROM (SELECT t.card_number, last.txid AS last_txid, t.deposits, t.withdrawals, "     \
+    "t.refused, t.total FROM (SELECT card_number, MAX(id) AS last_id, "                  \
+    "SUM(status = 'applied' AND amount > 0) AS deposits, "                               \
+    "SUM(status = 'applied' AND amount < 0) AS withdrawals, "                            \
+    "SUM(status <> 'applied') AS refused, COUNT(*) AS total FROM transactions "           \
+    "WHERE txid IS NOT NULL GROUP BY card_number) AS t "                                 \
+    "JOIN transactions last ON last.id = t.last_id) AS g "                               \
+    "WHERE users.card_number = g.card_number"
+
+/* Version 1 -> 2. The backfill reads every existing row, which takes a
+ * while on a large ledger: say so first. */
 static int migrate_to_v2(sqlite3 *db)
 {
     int rc = add_columns(db, "transactions", v2_columns, sizeof v2_columns / sizeof v2_columns[0]);
+    if (rc == SQLITE_OK)
+        rc = add_columns(db, "users", v2_user_columns,
+                         sizeof v2_user_columns / sizeof v2_user_columns[0]);
+    if (rc == SQLITE_OK)
+        rc = ldb_exec(db, LEDGER_SQL_V2_TABLES, "creating the schema 2 tables");
     if (rc == SQLITE_OK) {
-        log_info("schema 2: indexing transactions by account for statements");
-        rc = ldb_exec(db, LEDGER_SQL_V2_INDEXES, "creating the schema 2 tables and indexes");
+        log_info("schema 2: linking existing transactions into per-account statements");
+        rc = ldb_exec(db, SQL_V2_BACKFILL, "linking existing transactions");
     }
     return rc;
 }

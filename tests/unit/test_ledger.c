@@ -116,7 +116,8 @@ static sqlite3 *make_ledger(const struct tmpdb *t, const char *const *cards, con
     CHECK(ledger_prepare(t->path, &tot) == 0);
     sqlite3 *db = raw_open(t->path);
     sqlite3_stmt *st = NULL;
-    CHECK(sqlite3_prepare_v2(db, "INSERT INTO users VALUES(?1, ?2)", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_prepare_v2(db, "INSERT INTO users(card_number, balance) VALUES(?1, ?2)", -1, &st,
+                             NULL) == SQLITE_OK);
     for (unsigned i = 0; i < n; i++) {
         CHECK(sqlite3_bind_text(st, 1, cards[i], -1, SQLITE_STATIC) == SQLITE_OK);
         CHECK(sqlite3_bind_int64(st, 2, balances[i]) == SQLITE_OK);
@@ -1112,4 +1113,100 @@ TEST(txn_entry_check_covers_every_kind)
     e.key[3] = '\x01';
     CHECK(txn_entry_check(&e, &why) != 0);
     CHECK_STR(why, "malformed idempotency key");
+}
+
+/* Statements are chains: users.last_txid -> row -> prev_txid (or
+ * counterparty_prev_txid on the "to" side of a transfer). */
+static int64_t prev_of(sqlite3 *db, uint64_t txid, int counterparty_side)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT %s FROM transactions WHERE txid = %llu",
+             counterparty_side ? "counterparty_prev_txid" : "prev_txid", (unsigned long long)txid);
+    return raw_int(db, sql, NULL);
+}
+
+TEST(ledger_statement_chain_links_every_row_of_an_account_in_apply_order)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2); /* 1111: 1000, 3333: 0 */
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry b[7] = {
+        entry(1, "1111 0000", 100, 0),                   /* 1111: deposit */
+        transfer(2, "1111 0000", "3333 0000", 600),      /* out / in */
+        entry(3, "3333 0000", -700, 0),                  /* 3333: refused */
+        entry(4, "9999 0000", 5, 0),                     /* unknown: in no chain */
+        keyed(entry(5, "1111 0000", -1, 0), "k"),        /* 1111: withdrawal */
+        keyed(entry(6, "1111 0000", -1, 0), "k"),        /* duplicate: in no chain */
+        transfer(7, "3333 0000", "3333 0000", 1),        /* same_account: refused, once */
+    };
+    struct ledger_outcome o[7];
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 4, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(ledger_apply_batch(l, b + 4, 3, T_APPLIED_AT, o), LEDGER_OK);
+    /* 1111: 5 -> 2 -> 1 */
+    CHECK_EQ_INT(raw_int(db, "SELECT last_txid FROM users WHERE card_number = ?1", "1111 0000"), 5);
+    CHECK_EQ_INT(prev_of(db, 5, 0), 2);
+    CHECK_EQ_INT(prev_of(db, 2, 0), 1);
+    CHECK_EQ_INT(prev_of(db, 1, 0), -999);
+    /* 3333: 7 -> 3 -> 2 (the "to" side of 2) */
+    CHECK_EQ_INT(raw_int(db, "SELECT last_txid FROM users WHERE card_number = ?1", "3333 0000"), 7);
+    CHECK_EQ_INT(prev_of(db, 7, 0), 3);
+    CHECK_EQ_INT(prev_of(db, 7, 1), -999);
+    CHECK_EQ_INT(prev_of(db, 3, 0), 2);
+    CHECK_EQ_INT(prev_of(db, 2, 1), -999);
+    CHECK_EQ_INT(prev_of(db, 4, 0), -999);
+    CHECK_EQ_INT(prev_of(db, 6, 0), -999);
+    CHECK_EQ_INT(raw_int(db, "SELECT n_deposits * 10000 + n_withdrawals * 1000 + n_transfers_out * 100 "
+                             "+ n_rejected * 10 + n_total FROM users WHERE card_number = ?1",
+                         "1111 0000"), 11103);
+    CHECK_EQ_INT(raw_int(db, "SELECT n_transfers_in * 100 + n_rejected * 10 + n_total FROM users "
+                             "WHERE card_number = ?1", "3333 0000"), 123);
+    CHECK_EQ_INT(balance_of(db, "1111 0000"), 499);
+    CHECK_EQ_INT(balance_of(db, "3333 0000"), 600);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(ledger_migration_links_schema_1_rows_into_statements)
+{
+    struct tmpdb t;
+    tmpdb_make(&t);
+    sqlite3 *db = raw_open(t.path);
+    make_prototype(db);
+    /* A schema 1 ledger, as the previous release left it. */
+    raw_exec(db, "ALTER TABLE transactions ADD COLUMN txid INTEGER;"
+                 "ALTER TABLE transactions ADD COLUMN status TEXT;"
+                 "ALTER TABLE transactions ADD COLUMN balance_after INTEGER;"
+                 "ALTER TABLE transactions ADD COLUMN queued_at INTEGER;"
+                 "ALTER TABLE transactions ADD COLUMN applied_at INTEGER;"
+                 "CREATE UNIQUE INDEX transactions_txid ON transactions(txid);"
+                 "PRAGMA user_version = 1;"
+                 "INSERT INTO users VALUES ('1111', 10), ('2222', 20);"
+                 "INSERT INTO transactions(card_number, amount, success, txid, status) VALUES "
+                 "('1111', 5, 1, NULL, 'applied'), ('1111', 5, 1, 11, 'applied'), "
+                 "('2222', -50, 0, 12, 'insufficient_funds'), ('1111', -3, 1, 13, 'applied'), "
+                 "('9999', 1, 0, 14, 'unknown_account')");
+    sqlite3_close(db);
+    struct ledger_totals tot;
+    CHECK(ledger_prepare(t.path, &tot) == 0);
+    db = raw_open(t.path);
+    CHECK_EQ_INT(raw_int(db, "SELECT last_txid FROM users WHERE card_number = ?1", "1111"), 13);
+    CHECK_EQ_INT(prev_of(db, 13, 0), 11);
+    CHECK_EQ_INT(prev_of(db, 11, 0), -999);
+    CHECK_EQ_INT(raw_int(db, "SELECT n_deposits * 100 + n_withdrawals * 10 + n_total FROM users "
+                             "WHERE card_number = ?1", "1111"), 112);
+    CHECK_EQ_INT(raw_int(db, "SELECT n_rejected * 10 + n_total FROM users WHERE card_number = ?1",
+                         "2222"), 11);
+    sqlite3_close(db);
+    /* A worker carries the chain on from there. */
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry e = entry(15, "1111", 1, 0);
+    struct ledger_outcome o;
+    CHECK_EQ_INT(ledger_apply_batch(l, &e, 1, T_APPLIED_AT, &o), LEDGER_OK);
+    CHECK_EQ_INT(o.prev_txid, 13);
+    ledger_close(l);
+    tmpdb_remove(&t);
 }

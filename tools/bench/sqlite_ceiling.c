@@ -45,13 +45,13 @@ struct opts {
 };
 
 struct stmts {
-    sqlite3_stmt *begin, *commit, *select, *update, *account, *set_balance, *insert, *chunk;
+    sqlite3_stmt *begin, *commit, *select, *update, *account, *settle, *insert, *chunk;
 };
 
 /* A transactions row waiting for the worker variant's grouped INSERT. */
 struct pending {
     char card[TXN_CARD_MAX + 1];
-    int64_t amount, balance_after, txid;
+    int64_t amount, balance_after, txid, prev_txid;
     int applied;
 };
 
@@ -101,6 +101,13 @@ static void bind_row(sqlite3_stmt *st, int base, const struct pending *p, int64_
         sqlite3_bind_null(st, base + 6);
     sqlite3_bind_int64(st, base + 7, now);
     sqlite3_bind_int64(st, base + 8, now);
+    /* kind, as the worker records it; the other schema-2 columns stay NULL
+     * for a plain deposit or withdrawal without a key, as in the worker. */
+    sqlite3_bind_text(st, base + 9, p->amount > 0 ? "deposit" : "withdrawal", -1, SQLITE_STATIC);
+    if (p->prev_txid != 0)
+        sqlite3_bind_int64(st, base + 15, p->prev_txid);
+    else
+        sqlite3_bind_null(st, base + 15);
 }
 
 /* SELECT, decide, UPDATE, INSERT. */
@@ -132,14 +139,17 @@ static void settle_like_worker(sqlite3 *db, struct stmts *s, struct pending *t)
         die(db, "demo account missing");
     int64_t rowid = sqlite3_column_int64(s->account, 0);
     int64_t balance = sqlite3_column_int64(s->account, 1);
+    t->prev_txid = sqlite3_column_int64(s->account, 2);
     sqlite3_reset(s->account);
     t->applied = balance + t->amount >= 0;
     t->balance_after = balance + t->amount;
-    if (t->applied) {
-        sqlite3_bind_int64(s->set_balance, 1, t->balance_after);
-        sqlite3_bind_int64(s->set_balance, 2, rowid);
-        step_done(db, s->set_balance);
-    }
+    /* Balance, statement link and counts in one UPDATE, as the worker does;
+     * a refusal rewrites the old balance. */
+    sqlite3_bind_int64(s->settle, 1, t->applied ? t->balance_after : balance);
+    sqlite3_bind_int64(s->settle, 2, rowid);
+    sqlite3_bind_int64(s->settle, 3, t->txid);
+    sqlite3_bind_int(s->settle, 4, !t->applied ? 4 : t->amount > 0 ? 0 : 1);
+    step_done(db, s->settle);
 }
 
 static void record_like_worker(sqlite3 *db, struct stmts *s, const struct pending *rows,
@@ -148,7 +158,7 @@ static void record_like_worker(sqlite3 *db, struct stmts *s, const struct pendin
     unsigned i = 0;
     for (; i + LEDGER_RECORD_CHUNK <= n; i += LEDGER_RECORD_CHUNK) {
         for (unsigned k = 0; k < LEDGER_RECORD_CHUNK; k++)
-            bind_row(s->chunk, (int)k * 8, &rows[i + k], now);
+            bind_row(s->chunk, (int)k * LEDGER_RECORD_PARAMS, &rows[i + k], now);
         step_done(db, s->chunk);
     }
     for (; i < n; i++) {
@@ -228,7 +238,7 @@ int main(int argc, char **argv)
         return 1;
 
     sqlite3 *db = open_like_a_worker(&o);
-    char one[512], chunk[128 + LEDGER_RECORD_CHUNK * 24];
+    char one[1024], chunk[1024 + LEDGER_RECORD_CHUNK * 40];
     if (ledger_sql_record(one, sizeof one, 1) != 0 ||
         ledger_sql_record(chunk, sizeof chunk, LEDGER_RECORD_CHUNK) != 0)
         die(NULL, "INSERT text");
@@ -238,7 +248,7 @@ int main(int argc, char **argv)
         .select = prep(db, "SELECT balance FROM users WHERE card_number = ?1"),
         .update = prep(db, "UPDATE users SET balance = ?1 WHERE card_number = ?2"),
         .account = prep(db, LEDGER_SQL_ACCOUNT),
-        .set_balance = prep(db, LEDGER_SQL_SET_BALANCE),
+        .settle = prep(db, LEDGER_SQL_SETTLE),
         .insert = prep(db, one),
         .chunk = prep(db, chunk),
     };
@@ -279,7 +289,7 @@ int main(int argc, char **argv)
            o.sync == SYNC_FULL ? "full" : "normal", done, batches, secs, (double)done / secs);
 
     sqlite3_stmt *all[] = { s.begin,   s.commit,      s.select, s.update,
-                            s.account, s.set_balance, s.insert, s.chunk };
+                            s.account, s.settle,   s.insert, s.chunk };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         sqlite3_finalize(all[i]);
     sqlite3_close(db);
