@@ -1,8 +1,8 @@
 /* Prometheus exposition: counters from the one metric table (rows sharing a
  * family become one metric with an "outcome" label), queue gauges, children
- * per role and state, restarts, and the enqueue-to-commit latency histogram
- * with bucket bounds at the shm histogram's own power-of-two edges, so every
- * cumulative count is exact. */
+ * per role and state, restarts, and the enqueue-to-commit and
+ * commit-to-answer (Prefer: wait) histograms with bucket bounds at the shm
+ * histograms' own power-of-two edges, so every cumulative count is exact. */
 #include "prom.h"
 
 #include <stdarg.h>
@@ -43,44 +43,85 @@ static void put(struct out *o, const char *fmt, ...)
     }
 }
 
+/* HELP text of the labelled families: one line for all their outcomes. A
+ * family not listed here takes its first member's help. */
+static const struct {
+    const char *family, *help;
+} family_help[] = {
+    { "requests_total", "transaction requests by what the frontend answered" },
+    { "transactions_total", "queued transactions by their final outcome in the ledger" },
+    { "transfers_total", "transfers by their outcome in the ledger" },
+    { "accounts_total", "account openings by their outcome in the ledger" },
+    { "idempotency_total", "retries with a known Idempotency-Key by how they were answered" },
+    { "waits_total", "requests held open by Prefer: wait, by how the wait ended" },
+};
+
+static const char *help_of(unsigned first)
+{
+    const struct metric_info *m = &metric_table[first];
+    for (unsigned i = 0; i < sizeof family_help / sizeof family_help[0]; i++)
+        if (strcmp(family_help[i].family, m->family) == 0)
+            return family_help[i].help;
+    return m->help;
+}
+
+/* The exposition format wants one HELP/TYPE per family and the family's
+ * samples together, but the table is in the order counters were added, so
+ * one family's rows need not be adjacent (transactions_total gained
+ * "duplicate" after other families): each family is written whole at its
+ * first row. */
 static void put_counters(struct out *o, const struct metric_totals *t)
 {
     for (unsigned i = 0; i < METRIC__COUNT; i++) {
-        const struct metric_info *m = &metric_table[i];
-        int first = i == 0 || strcmp(metric_table[i - 1].family, m->family) != 0;
-        int counter = strcmp(m->kind, "COUNTER") == 0;
-        if (first) {
-            /* A labelled family is described by its members' common purpose. */
-            put(o, "# HELP txprocd_%s %s\n", m->family,
-                m->outcome[0] ? (strcmp(m->family, "requests_total") == 0
-                                     ? "transaction requests by what the frontend answered"
-                                     : "queued transactions by their final outcome in the ledger")
-                              : m->help);
-            put(o, "# TYPE txprocd_%s %s\n", m->family, counter ? "counter" : "gauge");
+        const char *family = metric_table[i].family;
+        unsigned earlier = 0;
+        while (earlier < i && strcmp(metric_table[earlier].family, family) != 0)
+            earlier++;
+        if (earlier < i)
+            continue;
+        put(o, "# HELP txprocd_%s %s\n", family, help_of(i));
+        put(o, "# TYPE txprocd_%s %s\n", family,
+            strcmp(metric_table[i].kind, "COUNTER") == 0 ? "counter" : "gauge");
+        for (unsigned j = i; j < METRIC__COUNT; j++) {
+            const struct metric_info *m = &metric_table[j];
+            if (strcmp(m->family, family) != 0)
+                continue;
+            if (m->outcome[0])
+                put(o, "txprocd_%s{outcome=\"%s\"} %lld\n", family, m->outcome,
+                    (long long)t->counters[j]);
+            else
+                put(o, "txprocd_%s %lld\n", family, (long long)t->counters[j]);
         }
-        if (m->outcome[0])
-            put(o, "txprocd_%s{outcome=\"%s\"} %lld\n", m->family, m->outcome, (long long)t->counters[i]);
-        else
-            put(o, "txprocd_%s %lld\n", m->family, (long long)t->counters[i]);
     }
+}
+
+/* A histogram in seconds from one of the shm histograms (microsecond
+ * buckets). Bounds are written only at each power of two, the last bucket of
+ * every octave, where a shm bucket ends exactly: every cumulative count is
+ * exact, at a quarter of the resolution. */
+static void put_histogram(struct out *o, const char *name, const char *help, const uint64_t *hist,
+                          uint64_t count, uint64_t sum_us)
+{
+    put(o, "# HELP txprocd_%s %s\n# TYPE txprocd_%s histogram\n", name, help, name);
+    uint64_t cumulative = 0;
+    for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
+        cumulative += hist[i];
+        if (i % METRICS_HIST_SUB == METRICS_HIST_SUB - 1 && i < METRICS_HIST_BUCKETS - 1)
+            put(o, "txprocd_%s_bucket{le=\"%.6f\"} %llu\n", name,
+                (double)(metrics_bucket_upper(i) + 1) / 1e6, (unsigned long long)cumulative);
+    }
+    put(o, "txprocd_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)count);
+    put(o, "txprocd_%s_sum %.6f\n", name, (double)sum_us / 1e6);
+    put(o, "txprocd_%s_count %llu\n", name, (unsigned long long)count);
 }
 
 static void put_latency(struct out *o, const struct metric_totals *t)
 {
-    put(o, "# HELP txprocd_commit_latency_seconds time from enqueue to ledger commit\n"
-           "# TYPE txprocd_commit_latency_seconds histogram\n");
-    uint64_t cumulative = 0;
-    for (unsigned i = 0; i < METRICS_HIST_BUCKETS; i++) {
-        cumulative += t->latency_hist[i];
-        /* Emit at each power of two: the last bucket of every octave. */
-        if (i % METRICS_HIST_SUB == METRICS_HIST_SUB - 1 && i < METRICS_HIST_BUCKETS - 1)
-            put(o, "txprocd_commit_latency_seconds_bucket{le=\"%.6f\"} %llu\n",
-                (double)(metrics_bucket_upper(i) + 1) / 1e6, (unsigned long long)cumulative);
-    }
-    put(o, "txprocd_commit_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-        (unsigned long long)t->latency_count);
-    put(o, "txprocd_commit_latency_seconds_sum %.6f\n", (double)t->latency_sum_us / 1e6);
-    put(o, "txprocd_commit_latency_seconds_count %llu\n", (unsigned long long)t->latency_count);
+    put_histogram(o, "commit_latency_seconds", "time from enqueue to ledger commit",
+                  t->latency_hist, t->latency_count, t->latency_sum_us);
+    put_histogram(o, "wait_notify_seconds",
+                  "time from ledger commit to the answer of a request waiting for it",
+                  t->wait_hist, t->wait_count, t->wait_sum_us);
 }
 
 static void put_queue(struct out *o, const struct shm_seg *seg)

@@ -1,5 +1,6 @@
 /* Turns one read of the shared segment into JSON documents: /metrics (the
- * prototype's keys plus the new ones) and txctl's children and queue views.
+ * prototype's keys, which its dashboard reads and which therefore never
+ * change, plus the newer ones) and txctl's children and queue views.
  * Nothing here takes a lock or touches SQLite, so it is safe on the hot path
  * and from a read-only mapping. */
 #include "stats.h"
@@ -141,6 +142,19 @@ static void add_latency(cJSON *doc, const struct shm_seg *seg, const struct metr
     free(recent);
 }
 
+/* Requests held open with Prefer: wait, from the worker's commit to the
+ * frontend's answer. The top quantile of the histogram is its highest
+ * non-empty bucket, the same "max" as latency_ms's. */
+static void add_wait(cJSON *doc, const struct metric_totals *t)
+{
+    cJSON *wait = cJSON_AddObjectToObject(doc, "wait_ms");
+    cJSON_AddNumberToObject(wait, "p50", (double)metrics_wait_percentile(t, 0.50) / 1e3);
+    cJSON_AddNumberToObject(wait, "p90", (double)metrics_wait_percentile(t, 0.90) / 1e3);
+    cJSON_AddNumberToObject(wait, "p99", (double)metrics_wait_percentile(t, 0.99) / 1e3);
+    cJSON_AddNumberToObject(wait, "max", (double)metrics_wait_percentile(t, 1.0) / 1e3);
+    add_int(wait, "count", (int64_t)t->wait_count);
+}
+
 cJSON *stats_metrics_json(const struct shm_seg *seg)
 {
     struct metric_totals *t = malloc(sizeof *t);
@@ -157,6 +171,7 @@ cJSON *stats_metrics_json(const struct shm_seg *seg)
     add_counts(doc, t);
     add_history(doc, "average_balance_history", seg->history, 0);
     add_latency(doc, seg, t);
+    add_wait(doc, t);
     add_history(doc, "queue_size_history", seg->history, 1);
     add_int(doc, "current_queue_size", (int64_t)(rs.depth + rs.claimed));
     cJSON_AddNumberToObject(doc, "applied_per_second", applied_rate(seg->history));
