@@ -19,6 +19,7 @@
 #include "lookup.h"
 #include "respond.h"
 #include "routes.h"
+#include "waiters.h"
 
 /* Bodies up to this much over cfg->max_body still reach routes.c and get a
  * JSON 413; beyond that evhttp refuses them itself (an HTML 413, connection
@@ -64,6 +65,9 @@ static void begin_drain(struct server *s, const char *why)
     log_info("draining (%s)", why);
     s->routes.draining = 1;
     set_state(s, CHILD_DRAINING);
+    /* Held requests get their 202 now rather than at the end of their wait:
+     * the grace period below is shorter than most waits. */
+    waiters_drain(s->routes.waiters);
     if (s->bound) {
         struct evconnlistener *l = evhttp_bound_socket_get_listener(s->bound);
         struct timeval now = { 0, 0 };
@@ -221,6 +225,9 @@ static int setup_http(struct server *s, const struct config *cfg, int listen_fd)
 
 static void server_free(struct server *s)
 {
+    /* Before evhttp_free: every held request must be answered (and so
+     * freed) while its connection still exists. */
+    waiters_free(s->routes.waiters);
     if (s->http)
         evhttp_free(s->http); /* also closes connections and the listener */
     if (s->sigterm)
@@ -243,7 +250,7 @@ int frontend_main(const struct config *cfg, struct shm_seg *seg, int listen_fd, 
 
     struct server s = {
         .me = &seg->children[slot],
-        .routes = { .cfg = cfg, .seg = seg, .metrics = shm_metrics(seg, slot) },
+        .routes = { .cfg = cfg, .seg = seg, .metrics = shm_metrics(seg, slot), .index = index },
     };
     s.routes.db = lookup_open(cfg->db_path);
     if (!s.routes.db)
@@ -254,7 +261,8 @@ int frontend_main(const struct config *cfg, struct shm_seg *seg, int listen_fd, 
         server_free(&s);
         return TXP_EXIT_FATAL;
     }
-    if (setup_signals(&s) != 0 || setup_http(&s, cfg, listen_fd) != 0) {
+    s.routes.waiters = waiters_new(s.base, &s.routes, seg, index);
+    if (!s.routes.waiters || setup_signals(&s) != 0 || setup_http(&s, cfg, listen_fd) != 0) {
         server_free(&s);
         return TXP_EXIT_FATAL;
     }

@@ -1,5 +1,6 @@
 /* Query-string decoding for GET parameters (application/x-www-form-urlencoded
- * rules: '+' is a space, %XX a byte). */
+ * rules: '+' is a space, %XX a byte), also used for the card number in
+ * /accounts/<card> paths. */
 #include "query.h"
 
 #include <errno.h>
@@ -16,9 +17,10 @@ static int hex_value(char c)
     return -1;
 }
 
-/* Decodes s[0, len) into out; returns the decoded length or a negative code. */
-static long decode(const char *s, size_t len, char *out, size_t cap)
+long query_decode(const char *s, size_t len, char *out, size_t cap)
 {
+    if (cap == 0)
+        return -E2BIG;
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
@@ -47,10 +49,10 @@ int query_param(const char *query, const char *name, char *out, size_t cap, size
         const char *eq = memchr(query, '=', pair_len);
         size_t key_len = eq ? (size_t)(eq - query) : pair_len;
         char key[64];
-        long k = decode(query, key_len, key, sizeof key);
+        long k = query_decode(query, key_len, key, sizeof key);
         if (k >= 0 && (size_t)k == strlen(name) && memcmp(key, name, (size_t)k) == 0) {
             const char *val = eq ? eq + 1 : query + pair_len;
-            long v = decode(val, (size_t)(query + pair_len - val), out, cap);
+            long v = query_decode(val, (size_t)(query + pair_len - val), out, cap);
             if (v < 0)
                 return (int)v;
             *out_len = (size_t)v;

@@ -9,18 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 
 static const char *reason_phrase(int code)
 {
     switch (code) {
     case 200: return "OK";
+    case 201: return "Created";
     case 202: return "Accepted";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default:  return "Unknown";
@@ -92,4 +96,11 @@ int respond_add_int64(cJSON *obj, const char *name, int64_t v)
     char text[24];
     snprintf(text, sizeof text, "%" PRId64, v);
     return cJSON_AddRawToObject(obj, name, text) ? 0 : -1;
+}
+
+int respond_add_time(cJSON *obj, const char *name, int64_t wall_us)
+{
+    char iso[25];
+    clock_format_iso(wall_us, iso);
+    return cJSON_AddStringToObject(obj, name, iso) ? 0 : -1;
 }

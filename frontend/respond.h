@@ -31,5 +31,7 @@ void respond_header(struct evhttp_request *req, const char *name, const char *va
  * prints 10^15 as 1e+15, which is not what a client parsing amounts expects.
  * Returns 0 or -1 (out of memory). */
 int respond_add_int64(cJSON *obj, const char *name, int64_t v);
+/* Adds wall-clock microseconds as an ISO 8601 UTC string; 0 or -1. */
+int respond_add_time(cJSON *obj, const char *name, int64_t wall_us);
 
 #endif

@@ -1,25 +1,27 @@
-/* Routing and the API handlers. Handlers run on the frontend's only thread
- * and never block for long: enqueue is one short critical section in the
- * shared ring, and lookups are single indexed reads on a read-only SQLite
- * connection. */
+/* Routing and the API handlers (the account ones are in accounts.c, the
+ * path from a valid ledger request to its answer in submit.c). Handlers run
+ * on the frontend's only thread and never block for long: enqueue is one
+ * short critical section in the shared ring, lookups are single indexed
+ * reads on a read-only SQLite connection, and a request that waits for its
+ * outcome is parked in the waiter table (waiters.c), not blocked on. */
 #include "routes.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
 #include <event2/http.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "accounts.h"
+#include "answer.h"
 #include "assets.h"
-#include "clock.h"
-#include "log.h"
 #include "prom.h"
 #include "query.h"
 #include "respond.h"
 #include "ring.h"
 #include "stats.h"
+#include "submit.h"
 #include "validate.h"
 
 #define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
@@ -38,6 +40,8 @@ static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request 
                                     const char *tail, const char *query);
 static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request *req,
                                      const char *tail, const char *query);
+static void handle_post_transfer(struct routes_ctx *c, struct evhttp_request *req,
+                                 const char *tail, const char *query);
 static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *req,
                                    const char *tail, const char *query);
 static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
@@ -53,6 +57,9 @@ static const struct route routes[] = {
     { "/transaction", EVHTTP_REQ_POST, "POST", handle_post_transaction },
     { "/transactions", EVHTTP_REQ_POST, "POST", handle_post_transactions },
     { "/transaction/", GET_HEAD, "GET, HEAD", handle_get_transaction },
+    { "/transfer", EVHTTP_REQ_POST, "POST", handle_post_transfer },
+    { "/accounts", EVHTTP_REQ_POST, "POST", accounts_post },
+    { "/accounts/", GET_HEAD, "GET, HEAD", accounts_get },
     { "/balance", GET_HEAD, "GET, HEAD", handle_balance },
     { "/metrics", GET_HEAD, "GET, HEAD", handle_metrics },
     { "/healthz", GET_HEAD, "GET, HEAD", handle_healthz },
@@ -119,53 +126,12 @@ void routes_handle(struct evhttp_request *req, void *arg)
     r->fn(c, req, tail, query);
 }
 
-/* Checks the Content-Type and returns the body as one contiguous run (it
- * may arrive in several chunks), or answers the error itself and returns
- * NULL. */
-static const char *json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len)
-{
-    const char *ctype =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-    if (validate_content_type(ctype) != 0) {
-        respond_error(req, c->metrics, 415, "Content-Type must be application/json");
-        return NULL;
-    }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    *len = evbuffer_get_length(in);
-    const char *body = *len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (!body)
-        respond_error(req, c->metrics, 500, "out of memory");
-    return body;
-}
-
-/* Queues n entries, all or none. On failure answers 503 (no room for all
- * of them: a normal overload answer) or 500 itself and returns -1. */
-static int enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
-                   uint32_t n)
-{
-    int rc = ring_enqueue(c->seg->ring, e, n);
-    if (rc == 0) {
-        metrics_add(c->metrics, METRIC_tx_accepted, n);
-        return 0;
-    }
-    if (rc == -EAGAIN) {
-        metrics_add(c->metrics, METRIC_tx_queue_full, n);
-        respond_header(req, "Retry-After", "1");
-        respond_error(req, c->metrics, 503, "queue full, retry later");
-        return -1;
-    }
-    log_error("ring_enqueue: %s", strerror(-rc));
-    respond_error(req, c->metrics, 500, "could not queue the transaction");
-    return -1;
-}
-
 static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request *req,
                                     const char *tail, const char *query)
 {
     (void)tail;
-    (void)query;
     size_t len;
-    const char *body = json_body(c, req, &len);
+    const char *body = submit_json_body(c, req, &len);
     if (!body)
         return;
     struct txn_entry e;
@@ -174,18 +140,24 @@ static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request 
         respond_error(req, c->metrics, err.status, "%s", err.message);
         return;
     }
-    if (enqueue(c, req, &e, 1) != 0)
+    submit_entry(c, req, query, &e, ANSWER_TXN);
+}
+
+static void handle_post_transfer(struct routes_ctx *c, struct evhttp_request *req,
+                                 const char *tail, const char *query)
+{
+    (void)tail;
+    size_t len;
+    const char *body = submit_json_body(c, req, &len);
+    if (!body)
         return;
-    /* Printed directly: this is the hot path, and nothing in it needs
-     * escaping (the id is digits). */
-    char doc[128], location[48];
-    int n = snprintf(doc, sizeof doc,
-                     "{\"status\":\"queued\",\"id\":\"%" PRIu64
-                     "\",\"message\":\"Transaction queued for processing\"}",
-                     e.txid);
-    snprintf(location, sizeof location, "/transaction/%" PRIu64, e.txid);
-    respond_header(req, "Location", location);
-    respond_body(req, c->metrics, 202, "application/json", doc, (size_t)n);
+    struct txn_entry e;
+    struct validate_error err;
+    if (validate_transfer(body, len, c->cfg->max_body, &e, &err) != 0) {
+        respond_error(req, c->metrics, err.status, "%s", err.message);
+        return;
+    }
+    submit_entry(c, req, query, &e, ANSWER_TXN);
 }
 
 /* The frontend runs one request at a time, so one buffer of each serves
@@ -202,7 +174,7 @@ static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request
     (void)tail;
     (void)query;
     size_t len;
-    const char *body = json_body(c, req, &len);
+    const char *body = submit_json_body(c, req, &len);
     if (!body)
         return;
     uint32_t n = 0;
@@ -211,7 +183,7 @@ static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request
         respond_error(req, c->metrics, err.status, "%s", err.message);
         return;
     }
-    if (enqueue(c, req, batch_entries, n) != 0)
+    if (submit_enqueue(c, req, batch_entries, n) != 0)
         return;
     /* n <= VALIDATE_BATCH_MAX ids of at most ID_TEXT_MAX bytes each: it fits. */
     size_t used = (size_t)snprintf(batch_answer, sizeof batch_answer, "{\"ids\":[");
@@ -220,52 +192,6 @@ static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request
                                  batch_entries[i].txid);
     used += (size_t)snprintf(batch_answer + used, sizeof batch_answer - used, "]}");
     respond_body(req, c->metrics, 202, "application/json", batch_answer, used);
-}
-
-static int add_time(cJSON *doc, const char *name, int64_t wall_us)
-{
-    char iso[25];
-    clock_format_iso(wall_us, iso);
-    return cJSON_AddStringToObject(doc, name, iso) ? 0 : -1;
-}
-
-/* The body of GET /transaction/<id> for a row of the ledger. */
-static cJSON *txn_row_json(uint64_t txid, const struct lookup_txn *t)
-{
-    char id[24];
-    snprintf(id, sizeof id, "%" PRIu64, txid);
-    cJSON *doc = cJSON_CreateObject();
-    int bad = !doc || !cJSON_AddStringToObject(doc, "id", id) ||
-              !cJSON_AddStringToObject(doc, "card_number", t->card) ||
-              respond_add_int64(doc, "amount", t->amount) != 0 ||
-              !cJSON_AddStringToObject(doc, "status", t->status);
-    if (!bad && t->has_balance_after && strcmp(t->status, "applied") == 0)
-        bad = respond_add_int64(doc, "balance_after", t->balance_after) != 0;
-    if (!bad && t->has_queued_at)
-        bad = add_time(doc, "queued_at", t->queued_at_us) != 0;
-    if (!bad && t->has_applied_at)
-        bad = add_time(doc, "applied_at", t->applied_at_us) != 0;
-    if (bad) {
-        cJSON_Delete(doc);
-        return NULL;
-    }
-    return doc;
-}
-
-/* The body of GET /transaction/<id> for an entry still in the ring. */
-static cJSON *txn_queued_json(const struct txn_entry *e)
-{
-    struct lookup_txn t = { .amount = e->amount, .has_queued_at = 1,
-                            .queued_at_us = e->queued_at_us };
-    snprintf(t.card, sizeof t.card, "%.*s", (int)e->card_len, e->card);
-    snprintf(t.status, sizeof t.status, "%s", txn_status_name(TXN_STATUS_QUEUED));
-    return txn_row_json(e->txid, &t);
-}
-
-static void respond_ledger_busy(struct routes_ctx *c, struct evhttp_request *req)
-{
-    respond_header(req, "Retry-After", "1");
-    respond_error(req, c->metrics, 503, "ledger busy, retry later");
 }
 
 /* Ledger first, then the ring, then the ledger again: an entry can leave the
@@ -285,17 +211,18 @@ static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *
     if (r == LOOKUP_NOT_FOUND) {
         struct txn_entry e;
         if (ring_find(c->seg->ring, txid, &e) != RING_NOT_FOUND) {
-            respond_json(req, c->metrics, 200, txn_queued_json(&e));
+            answer_entry_view(&e, &t);
+            respond_json(req, c->metrics, 200, answer_txn_json(txid, &t));
             return;
         }
         r = lookup_txn(c->db, txid, &t);
     }
     if (r == LOOKUP_FOUND)
-        respond_json(req, c->metrics, 200, txn_row_json(txid, &t));
+        respond_json(req, c->metrics, 200, answer_txn_json(txid, &t));
     else if (r == LOOKUP_NOT_FOUND)
         respond_error(req, c->metrics, 404, "no transaction with id %" PRIu64, txid);
     else
-        respond_ledger_busy(c, req);
+        answer_ledger_busy(c, req);
 }
 
 static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
@@ -321,7 +248,7 @@ static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, con
         return;
     }
     if (r != LOOKUP_FOUND) {
-        respond_ledger_busy(c, req);
+        answer_ledger_busy(c, req);
         return;
     }
     cJSON *doc = cJSON_CreateObject();

@@ -12,6 +12,7 @@
 #include "shm.h"
 
 struct evhttp_request;
+struct waiters;
 
 /* What the handlers need; owned by the server (http.c). */
 struct routes_ctx {
@@ -19,6 +20,8 @@ struct routes_ctx {
     struct shm_seg *seg;
     struct metric_block *metrics; /* this frontend's block; we are its only writer */
     struct lookup *db;
+    struct waiters *waiters;      /* requests held for their outcome */
+    uint32_t index;               /* frontend index: entry.waiter = index + 1 */
     int draining;                 /* set on SIGTERM: answer, then close */
 };
 

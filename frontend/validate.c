@@ -1,4 +1,6 @@
-/* Validation of POST /transaction bodies and of the other request inputs.
+/* Validation of the request bodies (POST /transaction, /transactions,
+ * /transfer, /accounts) and of the other request inputs (Content-Type,
+ * Idempotency-Key, Prefer: wait and ?wait=, transaction ids).
  *
  * cJSON decides whether the body is JSON and decodes the member names, but it
  * turns every number into a double and cuts strings at an escaped NUL, so it
@@ -11,7 +13,11 @@
  * Two things cJSON lets through are refused before they can matter: bytes
  * that are not UTF-8 (RFC 8259 requires it; cJSON copies any byte) and a
  * member name with an escaped NUL, which cJSON cuts short, so that
- * "amount\u0000x" would otherwise be read as amount. */
+ * "amount\u0000x" would otherwise be read as amount.
+ *
+ * POST /transaction ignores members it does not know, as the prototype did;
+ * the newer bodies refuse them, so that a misspelt "ammount" is an error and
+ * not a transfer of a default. */
 #include "validate.h"
 
 #include <cjson/cJSON.h>
@@ -211,17 +217,26 @@ static int parse_amount(const char *s, size_t len, int64_t *out)
     return 0;
 }
 
+/* A strict integer member (see parse_amount) within [min, max]; messages
+ * name the field. */
+static int check_integer(const char *body, const cJSON *item, struct span sp, const char *name,
+                         int64_t min, int64_t max, int64_t *out, struct validate_error *err)
+{
+    int rc = cJSON_IsNumber(item) ? parse_amount(body + sp.start, sp.end - sp.start, out) : -1;
+    if (rc == -1)
+        return fail(err, 400, "%s must be an integer", name);
+    if (rc == -2 || *out < min || *out > max)
+        return fail(err, 400, "%s must be between %lld and %lld", name, (long long)min,
+                    (long long)max);
+    return 0;
+}
+
 static int check_amount(const char *body, const cJSON *item, struct span sp, int64_t *out,
                         struct validate_error *err)
 {
-    if (!cJSON_IsNumber(item))
-        return fail(err, 400, "amount must be an integer");
-    int rc = parse_amount(body + sp.start, sp.end - sp.start, out);
-    if (rc == -1)
-        return fail(err, 400, "amount must be an integer");
-    if (rc == -2)
-        return fail(err, 400, "amount must be between -%lld and %lld", TXN_AMOUNT_LIMIT,
-                    TXN_AMOUNT_LIMIT);
+    if (check_integer(body, item, sp, "amount", -TXN_AMOUNT_LIMIT, TXN_AMOUNT_LIMIT, out,
+                      err) != 0)
+        return -1;
     if (*out == 0)
         return fail(err, 400, "amount must be non-zero");
     return 0;
@@ -230,16 +245,15 @@ static int check_amount(const char *body, const cJSON *item, struct span sp, int
 /* The card is taken from the raw string so that escapes (\u0000 would end
  * cJSON's copy early) can never smuggle other characters past the check;
  * a card number needs no escapes. */
-static int check_card(const char *body, const cJSON *item, struct span sp, struct span *card,
-                      struct validate_error *err)
+static int check_card(const char *body, const cJSON *item, struct span sp, const char *name,
+                      struct span *card, struct validate_error *err)
 {
-    static const char msg[] = "card_number must be a string of 1-32 digits and spaces";
     if (!cJSON_IsString(item) || sp.end - sp.start < 2)
-        return fail(err, 400, "%s", msg);
+        return fail(err, 400, "%s must be a string of 1-32 digits and spaces", name);
     card->start = sp.start + 1;
     card->end = sp.end - 1;
     if (txn_card_valid(body + card->start, card->end - card->start) != 0)
-        return fail(err, 400, "%s", msg);
+        return fail(err, 400, "%s must be a string of 1-32 digits and spaces", name);
     return 0;
 }
 
@@ -271,7 +285,7 @@ static int check_fields(const char *body, const cJSON *obj, const struct span *s
     }
     if (!card_item)
         return fail(err, 400, "card_number is required");
-    if (check_card(body, card_item, card_sp, &card, err) != 0)
+    if (check_card(body, card_item, card_sp, "card_number", &card, err) != 0)
         return -1;
     if (!amount_item)
         return fail(err, 400, "amount is required");
@@ -317,8 +331,15 @@ static cJSON *parse_checked(const char *body, size_t len, size_t limit, struct v
     return doc;
 }
 
-int validate_transaction(const char *body, size_t len, size_t max_body, struct txn_entry *out,
-                         struct validate_error *err)
+/* Checks the fields of a parsed object whose raw member values are in
+ * spans (same order as obj's children) and fills the entry. */
+typedef int (*fields_fn)(const char *body, const cJSON *obj, const struct span *spans,
+                         struct txn_entry *out, struct validate_error *err);
+
+/* A body that must be one JSON object: the shared checks (size, UTF-8,
+ * JSON, raw scan, duplicate names), then the fields through check. */
+static int validate_object(const char *body, size_t len, size_t max_body, fields_fn check,
+                           struct txn_entry *out, struct validate_error *err)
 {
     cJSON *doc = parse_checked(body, len, max_body, err);
     if (!doc)
@@ -347,11 +368,111 @@ int validate_transaction(const char *body, size_t len, size_t max_body, struct t
     }
     if (find_duplicate(doc, err) != 0)
         goto out;
-    rc = check_fields(body, doc, spans, out, err);
+    rc = check(body, doc, spans, out, err);
 out:
     free(spans);
     cJSON_Delete(doc);
     return rc;
+}
+
+int validate_transaction(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                         struct validate_error *err)
+{
+    return validate_object(body, len, max_body, check_fields, out, err);
+}
+
+/* The members of a body with a fixed set of fields. */
+#define PICK_MAX 4
+struct picked {
+    const cJSON *item[PICK_MAX]; /* NULL when absent */
+    struct span sp[PICK_MAX];
+};
+
+/* Finds names[0, n) among obj's members; any other member is refused, named
+ * in the message with everything but printable ASCII shown as '?' (the
+ * message becomes part of a JSON answer and must stay valid UTF-8). */
+static int pick_fields(const cJSON *obj, const struct span *spans, const char *const *names,
+                       int n, struct picked *p, struct validate_error *err)
+{
+    memset(p, 0, sizeof *p);
+    int i = 0;
+    for (const cJSON *c = obj->child; c; c = c->next, i++) {
+        int k = 0;
+        while (k < n && strcmp(c->string, names[k]) != 0)
+            k++;
+        if (k < n) {
+            p->item[k] = c;
+            p->sp[k] = spans[i];
+            continue;
+        }
+        char shown[40];
+        size_t j = 0;
+        for (const char *s = c->string; *s && j < 32; s++)
+            shown[j++] = (*s >= 0x20 && *s <= 0x7e) ? *s : '?';
+        shown[j] = '\0';
+        return fail(err, 400, "unknown field \"%s%s\"", shown, strlen(c->string) > 32 ? "..." : "");
+    }
+    return 0;
+}
+
+/* POST /transfer: from, to, amount; nothing else. */
+static int check_transfer_fields(const char *body, const cJSON *obj, const struct span *spans,
+                                 struct txn_entry *out, struct validate_error *err)
+{
+    static const char *const names[] = { "from", "to", "amount" };
+    struct picked p;
+    struct span cards[2] = { { 0, 0 }, { 0, 0 } };
+    if (pick_fields(obj, spans, names, 3, &p, err) != 0)
+        return -1;
+    for (int k = 0; k < 2; k++) {
+        if (!p.item[k])
+            return fail(err, 400, "%s is required", names[k]);
+        if (check_card(body, p.item[k], p.sp[k], names[k], &cards[k], err) != 0)
+            return -1;
+    }
+    if (!p.item[2])
+        return fail(err, 400, "amount is required");
+    int64_t amount;
+    if (check_integer(body, p.item[2], p.sp[2], "amount", 1, TXN_AMOUNT_LIMIT, &amount, err) != 0)
+        return -1;
+    if (txn_entry_make_transfer(out, body + cards[0].start, cards[0].end - cards[0].start,
+                                body + cards[1].start, cards[1].end - cards[1].start, amount) != 0)
+        return fail(err, 400, "transfer fields are invalid"); /* rules above are the same */
+    return 0;
+}
+
+int validate_transfer(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                      struct validate_error *err)
+{
+    return validate_object(body, len, max_body, check_transfer_fields, out, err);
+}
+
+/* POST /accounts: card_number and an optional opening balance. */
+static int check_account_fields(const char *body, const cJSON *obj, const struct span *spans,
+                                struct txn_entry *out, struct validate_error *err)
+{
+    static const char *const names[] = { "card_number", "balance" };
+    struct picked p;
+    struct span card = { 0, 0 };
+    if (pick_fields(obj, spans, names, 2, &p, err) != 0)
+        return -1;
+    if (!p.item[0])
+        return fail(err, 400, "card_number is required");
+    if (check_card(body, p.item[0], p.sp[0], "card_number", &card, err) != 0)
+        return -1;
+    int64_t balance = 0;
+    if (p.item[1] &&
+        check_integer(body, p.item[1], p.sp[1], "balance", 0, TXN_AMOUNT_LIMIT, &balance, err) != 0)
+        return -1;
+    if (txn_entry_make_open(out, body + card.start, card.end - card.start, balance) != 0)
+        return fail(err, 400, "account fields are invalid"); /* rules above are the same */
+    return 0;
+}
+
+int validate_account(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                     struct validate_error *err)
+{
+    return validate_object(body, len, max_body, check_account_fields, out, err);
 }
 
 /* Checks element k of a batch: an object whose span starts at body[*pos];
@@ -463,5 +584,104 @@ int validate_txid(const char *text, size_t len, uint64_t *out)
     if (v > (uint64_t)INT64_MAX)
         return -1;
     *out = v;
+    return 0;
+}
+
+int validate_idempotency_key(const char *value, size_t *len, struct validate_error *err)
+{
+    *len = 0;
+    if (!value)
+        return 0;
+    size_t n = strlen(value);
+    if (txn_key_valid(value, n) != 0)
+        return fail(err, 400, "Idempotency-Key must be 1-64 printable ASCII characters");
+    *len = n;
+    return 0;
+}
+
+/* Seconds from 1+ decimal digits (leading zeros allowed), clamped to
+ * VALIDATE_WAIT_MAX; -1 for anything else. */
+static int wait_seconds(const char *s, size_t len)
+{
+    if (len == 0)
+        return -1;
+    unsigned v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        if (v <= VALIDATE_WAIT_MAX)
+            v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    return v > VALIDATE_WAIT_MAX ? VALIDATE_WAIT_MAX : (int)v;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Length of the list element starting at s: up to the next ',' or ';' that
+ * is not inside a quoted string. */
+static size_t element_len(const char *s)
+{
+    size_t i = 0;
+    int quoted = 0;
+    for (; s[i]; i++) {
+        if (quoted && s[i] == '\\' && s[i + 1])
+            i++;
+        else if (s[i] == '"')
+            quoted = !quoted;
+        else if (!quoted && (s[i] == ',' || s[i] == ';'))
+            break;
+    }
+    return i;
+}
+
+/* Prefer (RFC 7240): preferences separated by ',' each with parameters
+ * after ';'. Both separators are treated alike since "wait" is only ever a
+ * preference of its own here; a value may be a token or a quoted string.
+ * Only the first "wait" counts (RFC 7240 section 2). */
+int validate_prefer_wait(const char *value)
+{
+    if (!value)
+        return -1;
+    for (const char *p = value; *p;) {
+        size_t n = element_len(p);
+        size_t i = 0;
+        while (i < n && is_ows(p[i]))
+            i++;
+        size_t name = i;
+        while (i < n && p[i] != '=' && !is_ows(p[i]))
+            i++;
+        if (i - name == 4 && strncasecmp(p + name, "wait", 4) == 0) {
+            while (i < n && is_ows(p[i]))
+                i++;
+            if (i == n || p[i] != '=')
+                return -1;
+            i++;
+            while (i < n && is_ows(p[i]))
+                i++;
+            size_t end = n;
+            while (end > i && is_ows(p[end - 1]))
+                end--;
+            if (end - i >= 2 && p[i] == '"' && p[end - 1] == '"') {
+                i++;
+                end--;
+            }
+            return wait_seconds(p + i, end - i);
+        }
+        p += n;
+        if (*p)
+            p++;
+    }
+    return -1;
+}
+
+int validate_wait_param(const char *text, size_t len, unsigned *out, struct validate_error *err)
+{
+    int v = wait_seconds(text, len);
+    if (v < 0)
+        return fail(err, 400, "wait must be a whole number of seconds (0-%d)", VALIDATE_WAIT_MAX);
+    *out = (unsigned)v;
     return 0;
 }

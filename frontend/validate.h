@@ -36,6 +36,36 @@ int validate_transaction(const char *body, size_t len, size_t max_body, struct t
 int validate_transactions(const char *body, size_t len, size_t max_element, struct txn_entry *out,
                           uint32_t *n, struct validate_error *err);
 
+/* POST /transfer: {"from":<card>,"to":<card>,"amount":<1..10^15>} and no
+ * other member; from == to is left to the worker (rejected, same_account).
+ * Fills a TXN_KIND_TRANSFER entry. Same statuses and shared checks as
+ * validate_transaction; messages name "from", "to" or "amount". */
+int validate_transfer(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                      struct validate_error *err);
+
+/* POST /accounts: {"card_number":<card>,"balance":<0..10^15, default 0>}
+ * and no other member. Fills a TXN_KIND_OPEN entry. */
+int validate_account(const char *body, size_t len, size_t max_body, struct txn_entry *out,
+                     struct validate_error *err);
+
+/* The Idempotency-Key header value (NULL when absent): 0 with its length in
+ * *len (0 when absent), or -1 with a 400 if it is not 1..TXN_KEY_MAX
+ * printable ASCII characters. */
+int validate_idempotency_key(const char *value, size_t *len, struct validate_error *err);
+
+/* Longest wait a request may ask for, in seconds; longer asks are clamped. */
+#define VALIDATE_WAIT_MAX 30
+
+/* The seconds asked for by the first "wait" preference of a Prefer header
+ * value (RFC 7240: "respond-async, wait=10"), clamped to VALIDATE_WAIT_MAX;
+ * -1 when there is none or it is malformed (a preference a server does not
+ * understand is ignored, not refused). value may be NULL. */
+int validate_prefer_wait(const char *value);
+
+/* The decoded value of a ?wait= query parameter: decimal seconds, clamped to
+ * VALIDATE_WAIT_MAX. 0, or -1 with a 400 naming "wait". */
+int validate_wait_param(const char *text, size_t len, unsigned *out, struct validate_error *err);
+
 /* 0 if a Content-Type header value means JSON ("application/json", any case,
  * optionally followed by parameters such as "; charset=utf-8"), else -1. */
 int validate_content_type(const char *value);

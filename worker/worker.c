@@ -162,6 +162,10 @@ static int hold_back(struct worker *w, uint64_t depth, uint32_t max)
     if (depth == 0)
         return 0;
     if (standing_by(w)) {
+        /* A single enqueue wakes one sleeper, which may be this worker
+         * while the one it defers to sleeps on: wake that one, or the
+         * entry waits until this worker's standby runs out (100 ms). */
+        ring_wake_all(w->ring);
         sleep_us(STANDBY_POLL_MS * 1000L);
         return 1;
     }

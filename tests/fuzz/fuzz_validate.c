@@ -21,6 +21,22 @@
  *                                      cJSON's element; "[" body "]" is a
  *                                      batch of one exactly when the body
  *                                      alone is accepted, with the same entry.
+ *   validate_transfer     accepted  => a transfer entry that passes
+ *                                      txn_entry_check, 0 < amount <= 10^15,
+ *                                      and cJSON reads exactly the members
+ *                                      from, to and amount, each once, with
+ *                                      the same values; refused as above.
+ *   validate_account      accepted  => an opening that passes
+ *                                      txn_entry_check with 0 <= balance <=
+ *                                      10^15 (0 when absent), and the body
+ *                                      has card_number, maybe balance, and
+ *                                      nothing else; refused as above.
+ *   validate_prefer_wait  >= 0      => at most VALIDATE_WAIT_MAX and the
+ *                                      value names "wait" (any case).
+ *   validate_wait_param   accepted  <=> 1+ decimal digits; the value is
+ *                                      the number, capped at
+ *                                      VALIDATE_WAIT_MAX.
+ *   validate_idempotency_key        <=> txn_key_valid.
  *   validate_content_type accepted  => the value is "application/json" (any
  *                                      case) plus optional parameters.
  *   validate_txid         accepted  <=> 1-19 digits, no leading zero, value
@@ -172,7 +188,8 @@ static void check_entry(const struct txn_entry *e)
     REQUIRE(e->card_len >= 1 && e->card_len <= TXN_CARD_MAX);
     REQUIRE(strlen(e->card) == e->card_len);
     REQUIRE(txn_card_valid(e->card, e->card_len) == 0);
-    REQUIRE(e->reserved_len == 0 && e->reserved_card[0] == '\0');
+    REQUIRE(e->card2_len == 0 && e->card2[0] == '\0');
+    REQUIRE(e->key_len == 0 && e->key[0] == '\0' && e->waiter == 0);
     struct txn_entry queued = *e;
     queued.txid = 1; /* what ring_enqueue adds */
     REQUIRE(txn_entry_check(&queued, &why) == 0);
@@ -291,6 +308,133 @@ static void fuzz_batch_of_one(const uint8_t *data, size_t size, int single_rc,
         REQUIRE(n != 1);
 }
 
+/* The members of obj are exactly the allowed names, each at most once. */
+static int only_members(const cJSON *obj, const char *const *names, int n)
+{
+    for (const cJSON *c = obj->child; c; c = c->next) {
+        int k = 0;
+        while (k < n && strcmp(c->string, names[k]) != 0)
+            k++;
+        if (k == n)
+            return 0;
+    }
+    for (int k = 0; k < n; k++) {
+        const cJSON *found = NULL;
+        if (count_members(obj, names[k], &found) > 1)
+            return 0;
+    }
+    return 1;
+}
+
+static void check_refused_status(size_t size, const struct validate_error *err)
+{
+    REQUIRE(err->message[0] != '\0' && memchr(err->message, '\0', sizeof err->message));
+    REQUIRE(err->status == (size > MAX_BODY ? 413 : 400));
+}
+
+/* Common checks of an accepted single-object body; returns its parse. */
+static cJSON *accepted_object(const uint8_t *data, size_t size, const struct txn_entry *e,
+                              const char *const *names, int n)
+{
+    const char *why = "";
+    REQUIRE(size <= MAX_BODY);
+    REQUIRE(memchr(data, '\0', size) == NULL);
+    REQUIRE(utf8_well_formed(data, size));
+    REQUIRE(!name_has_nul(data, size, 1));
+    REQUIRE(e->txid == 0 && e->queued_at_us == 0 && e->attempts == 0);
+    REQUIRE(e->key_len == 0 && e->waiter == 0);
+    struct txn_entry queued = *e;
+    queued.txid = 1;
+    REQUIRE(txn_entry_check(&queued, &why) == 0);
+    cJSON *doc = parse_copy(data, size);
+    REQUIRE(doc != NULL && cJSON_IsObject(doc));
+    REQUIRE(only_members(doc, names, n));
+    return doc;
+}
+
+static void fuzz_transfer(const uint8_t *data, size_t size)
+{
+    static const char *const names[] = { "from", "to", "amount" };
+    struct txn_entry e;
+    struct validate_error err;
+    memset(&e, 0xA5, sizeof e);
+    memset(&err, 0, sizeof err);
+    int rc = validate_transfer((const char *)data, size, MAX_BODY, &e, &err);
+    REQUIRE(rc == 0 || rc == -1);
+    if (rc != 0) {
+        check_refused_status(size, &err);
+        return;
+    }
+    REQUIRE(e.kind == TXN_KIND_TRANSFER);
+    REQUIRE(e.amount > 0 && e.amount <= TXN_AMOUNT_LIMIT);
+    cJSON *doc = accepted_object(data, size, &e, names, 3);
+    const cJSON *from = cJSON_GetObjectItemCaseSensitive(doc, "from");
+    const cJSON *to = cJSON_GetObjectItemCaseSensitive(doc, "to");
+    const cJSON *amount = cJSON_GetObjectItemCaseSensitive(doc, "amount");
+    REQUIRE(cJSON_IsString(from) && strcmp(from->valuestring, e.card) == 0);
+    REQUIRE(cJSON_IsString(to) && strcmp(to->valuestring, e.card2) == 0);
+    REQUIRE(cJSON_IsNumber(amount) && amount->valuedouble == (double)e.amount);
+    cJSON_Delete(doc);
+}
+
+static void fuzz_account(const uint8_t *data, size_t size)
+{
+    static const char *const names[] = { "card_number", "balance" };
+    struct txn_entry e;
+    struct validate_error err;
+    memset(&e, 0xA5, sizeof e);
+    memset(&err, 0, sizeof err);
+    int rc = validate_account((const char *)data, size, MAX_BODY, &e, &err);
+    REQUIRE(rc == 0 || rc == -1);
+    if (rc != 0) {
+        check_refused_status(size, &err);
+        return;
+    }
+    REQUIRE(e.kind == TXN_KIND_OPEN);
+    REQUIRE(e.amount >= 0 && e.amount <= TXN_AMOUNT_LIMIT);
+    REQUIRE(e.card2_len == 0);
+    cJSON *doc = accepted_object(data, size, &e, names, 2);
+    const cJSON *card = cJSON_GetObjectItemCaseSensitive(doc, "card_number");
+    const cJSON *balance = cJSON_GetObjectItemCaseSensitive(doc, "balance");
+    REQUIRE(cJSON_IsString(card) && strcmp(card->valuestring, e.card) == 0);
+    if (balance)
+        REQUIRE(cJSON_IsNumber(balance) && balance->valuedouble == (double)e.amount);
+    else
+        REQUIRE(e.amount == 0);
+    cJSON_Delete(doc);
+}
+
+static void fuzz_waits(const uint8_t *data, size_t size, const char *text)
+{
+    int v = validate_prefer_wait(text);
+    REQUIRE(v >= -1 && v <= VALIDATE_WAIT_MAX);
+    if (v >= 0)
+        REQUIRE(strcasestr(text, "wait") != NULL);
+
+    unsigned w = 99;
+    struct validate_error err;
+    memset(&err, 0, sizeof err);
+    int rc = validate_wait_param((const char *)data, size, &w, &err);
+    int digits = size > 0;
+    unsigned long long want = 0;
+    for (size_t i = 0; digits && i < size; i++) {
+        digits = data[i] >= '0' && data[i] <= '9';
+        if (want <= VALIDATE_WAIT_MAX)
+            want = want * 10 + (unsigned)(data[i] - '0');
+    }
+    REQUIRE(rc == (digits ? 0 : -1));
+    if (rc == 0)
+        REQUIRE(w == (want > VALIDATE_WAIT_MAX ? VALIDATE_WAIT_MAX : want));
+    else
+        REQUIRE(err.status == 400 && strstr(err.message, "wait") != NULL);
+
+    size_t len = 99;
+    rc = validate_idempotency_key(text, &len, &err);
+    int valid = txn_key_valid(text, strlen(text)) == 0;
+    REQUIRE(rc == (valid ? 0 : -1));
+    REQUIRE(rc != 0 || len == strlen(text));
+}
+
 static void fuzz_content_type(const char *text)
 {
     if (validate_content_type(text) != 0)
@@ -353,6 +497,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int single_rc = fuzz_body(data, size, &single);
     fuzz_batch(data, size);
     fuzz_batch_of_one(data, size, single_rc, &single);
+    fuzz_transfer(data, size);
+    fuzz_account(data, size);
     fuzz_txid(data, size);
 
     /* Header values and query strings are NUL-terminated C strings. */
@@ -361,6 +507,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(text, data, size);
     text[size] = '\0';
     fuzz_content_type(text);
+    fuzz_waits(data, size, text);
     fuzz_query(text, TXN_CARD_MAX + 1); /* what GET /balance passes */
     fuzz_query(text, 4);
     free(text);

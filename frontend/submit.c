@@ -1,0 +1,181 @@
+/* From a validated entry to an answer; see submit.h. */
+#include "submit.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "query.h"
+#include "respond.h"
+#include "ring.h"
+#include "validate.h"
+#include "waiters.h"
+
+const char *submit_json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len)
+{
+    const char *ctype =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    if (validate_content_type(ctype) != 0) {
+        respond_error(req, c->metrics, 415, "Content-Type must be application/json");
+        return NULL;
+    }
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(in);
+    const char *body = *len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!body)
+        respond_error(req, c->metrics, 500, "out of memory");
+    return body;
+}
+
+int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
+                   uint32_t n)
+{
+    int rc = ring_enqueue(c->seg->ring, e, n);
+    if (rc == 0) {
+        metrics_add(c->metrics, METRIC_tx_accepted, n);
+        return 0;
+    }
+    if (rc == -EAGAIN) {
+        metrics_add(c->metrics, METRIC_tx_queue_full, n);
+        respond_header(req, "Retry-After", "1");
+        respond_error(req, c->metrics, 503, "queue full, retry later");
+        return -1;
+    }
+    log_error("ring_enqueue: %s", strerror(-rc));
+    respond_error(req, c->metrics, 500, "could not queue the transaction");
+    return -1;
+}
+
+/* Reads the Idempotency-Key (into e) and the wait (?wait=N first, else the
+ * first Prefer header with a wait preference) in one pass over the headers.
+ * *wait_s is -1 when no wait was asked for. Returns 0, or -1 after
+ * answering 400. Two Idempotency-Key headers are refused: a proxy might
+ * honour the other one. */
+static int read_asked(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+                      struct txn_entry *e, int *wait_s)
+{
+    const struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
+    const char *key = NULL;
+    int keys = 0, prefer = -1;
+    for (const struct evkeyval *h = headers->tqh_first; h; h = h->next.tqe_next) {
+        if (strcasecmp(h->key, "Idempotency-Key") == 0) {
+            key = h->value;
+            keys++;
+        } else if (prefer < 0 && strcasecmp(h->key, "Prefer") == 0) {
+            prefer = validate_prefer_wait(h->value);
+        }
+    }
+    struct validate_error err;
+    size_t key_len = 0;
+    if (keys > 1) {
+        respond_error(req, c->metrics, 400, "Idempotency-Key must be given once");
+        return -1;
+    }
+    if (validate_idempotency_key(key, &key_len, &err) != 0) {
+        respond_error(req, c->metrics, err.status, "%s", err.message);
+        return -1;
+    }
+    if (key_len > 0 && txn_entry_set_key(e, key, key_len) != 0) {
+        respond_error(req, c->metrics, 400, "Idempotency-Key is invalid"); /* checked above */
+        return -1;
+    }
+    char text[64];
+    size_t len = 0;
+    int rc = query_param(query, "wait", text, sizeof text, &len);
+    *wait_s = prefer;
+    if (rc == -ENOENT)
+        return 0;
+    unsigned v = 0;
+    if (rc != 0)
+        len = 0; /* a malformed escape or a huge value: refused like garbage */
+    if (validate_wait_param(text, len, &v, &err) != 0) {
+        respond_error(req, c->metrics, err.status, "%s", err.message);
+        return -1;
+    }
+    *wait_s = (int)v;
+    return 0;
+}
+
+/* Idempotency-Key seen before: the original's outcome (final, if the client
+ * waits for one) or 422 for another request under the same key. Returns 1
+ * when req was answered, 0 when the key is new. */
+static int replay(struct routes_ctx *c, struct evhttp_request *req, const struct txn_entry *e,
+                  struct answer_how how, int want_final)
+{
+    uint64_t txid = 0, fingerprint = 0;
+    enum lookup_result r = lookup_key(c->db, e->key, e->key_len, &txid, &fingerprint);
+    if (r == LOOKUP_NOT_FOUND)
+        return 0;
+    if (r != LOOKUP_FOUND) {
+        answer_ledger_busy(c, req);
+        return 1;
+    }
+    if (fingerprint != txn_fingerprint(e)) {
+        metrics_add(c->metrics, METRIC_idempotency_conflicts, 1);
+        respond_error(req, c->metrics, 422, "Idempotency-Key reused with a different request");
+        return 1;
+    }
+    metrics_add(c->metrics, METRIC_idempotent_replays, 1);
+    how.replayed = 1;
+    static const char message[] = "Request already recorded under this Idempotency-Key";
+    if (want_final) {
+        answer_from_ledger(c, req, how, txid, message);
+        return 1;
+    }
+    struct lookup_txn t;
+    r = lookup_txn(c->db, txid, &t);
+    if (r == LOOKUP_ERROR) {
+        answer_ledger_busy(c, req);
+        return 1;
+    }
+    answer_accepted(c, req, &how, txid, r == LOOKUP_FOUND ? t.status : "queued", message);
+    return 1;
+}
+
+/* POST /accounts: an existing card is refused before anything is queued
+ * (the worker still refuses the race, account_exists). Returns 1 if req was
+ * answered. */
+static int account_exists(struct routes_ctx *c, struct evhttp_request *req,
+                          const struct txn_entry *e)
+{
+    int64_t balance;
+    enum lookup_result r = lookup_balance(c->db, e->card, e->card_len, &balance);
+    if (r == LOOKUP_NOT_FOUND)
+        return 0;
+    if (r == LOOKUP_FOUND)
+        respond_error(req, c->metrics, 409, "account %s already exists", e->card);
+    else
+        answer_ledger_busy(c, req);
+    return 1;
+}
+
+void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+                  struct txn_entry *e, enum answer_kind kind)
+{
+    int asked;
+    if (read_asked(c, req, query, e, &asked) != 0)
+        return;
+    unsigned wait_s = asked >= 0 ? (unsigned)asked
+                                 : kind == ANSWER_ACCOUNT ? SUBMIT_ACCOUNT_WAIT_S : 0;
+    struct answer_how how = { .kind = (uint8_t)kind,
+                              .pref_wait = (uint8_t)(asked > 0 ? asked : 0) };
+    if (e->key_len > 0 && replay(c, req, e, how, wait_s > 0 || kind == ANSWER_ACCOUNT))
+        return;
+    if (kind == ANSWER_ACCOUNT && account_exists(c, req, e))
+        return;
+    /* The worker only sends an outcome for entries that name a waiter, so
+     * the entry says so only when the request will really be held. */
+    int hold = wait_s > 0 && !c->draining && waiters_room(c->waiters);
+    e->waiter = hold ? (uint16_t)(c->index + 1) : 0;
+    if (submit_enqueue(c, req, e, 1) != 0)
+        return;
+    if (hold && waiters_add(c->waiters, req, e, &how, wait_s) == 0)
+        return;
+    how.pref_wait = 0; /* answered without waiting */
+    answer_accepted(c, req, &how, e->txid, txn_status_name(TXN_STATUS_QUEUED),
+                    answer_queued_message(e));
+}

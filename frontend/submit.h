@@ -1,0 +1,37 @@
+/* Taking in a ledger request (POST /transaction, /transfer, /accounts) once
+ * its body is valid: the Idempotency-Key check and replay, the wait
+ * preference, queueing, and then either the 202 or holding the request for
+ * its outcome. One path for the three endpoints, so they cannot drift. */
+#ifndef TXP_SUBMIT_H
+#define TXP_SUBMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "answer.h"
+#include "routes.h"
+#include "txn.h"
+
+struct evhttp_request;
+
+/* How long POST /accounts waits when the client did not say. */
+#define SUBMIT_ACCOUNT_WAIT_S 10
+
+/* Checks the Content-Type and returns the body as one contiguous run (it
+ * may arrive in several chunks), or answers the error itself and returns
+ * NULL. */
+const char *submit_json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len);
+
+/* Queues n entries, all or none. On failure answers 503 (no room for all
+ * of them: a normal overload answer) or 500 itself and returns -1. */
+int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
+                   uint32_t n);
+
+/* Everything after validation for one entry: answers req in every case
+ * (now, or later through the waiter table). kind says which final answer
+ * the endpoint gives; ANSWER_ACCOUNT also refuses an existing card (409)
+ * and waits SUBMIT_ACCOUNT_WAIT_S unless told otherwise. */
+void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+                  struct txn_entry *e, enum answer_kind kind);
+
+#endif
