@@ -31,7 +31,9 @@ TXCTL = BUILD / "txctl"
 HTTP_TIMEOUT = 10          # seconds, every HTTP call
 READY_TIMEOUT = 10         # /healthz must answer within this after start
 STOP_TIMEOUT = 20          # SIGTERM -> exit
-FINAL_STATUSES = {"applied", "insufficient_funds", "unknown_account", "rejected"}
+FINAL_STATUSES = {"applied", "insufficient_funds", "unknown_account", "rejected", "duplicate"}
+INT64_MAX = 2 ** 63 - 1
+JSON = {"Content-Type": "application/json"}
 
 
 def card(n):
@@ -376,6 +378,19 @@ class Server:
         assert r.status_code == 202, (r.status_code, r.text)
         return int(r.json()["id"])
 
+    def post_json(self, path, body, headers=None, **kw):
+        """POST body (a dict/list, or raw str/bytes) as application/json."""
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return self.post(path, data=data, headers={**JSON, **(headers or {})}, **kw)
+
+    def transfer(self, src, dst, amount, headers=None, **kw):
+        return self.post_json("/transfer", {"from": src, "to": dst, "amount": amount}, headers, **kw)
+
+    def balance(self, card_number):
+        """The ledger's balance of card_number, None if no such account."""
+        rows = self.query("SELECT balance FROM users WHERE card_number = ?", (card_number,))
+        return rows[0][0] if rows else None
+
     def metrics(self):
         r = self.get("/metrics")
         assert r.status_code == 200, r.text
@@ -423,6 +438,114 @@ class Server:
 
     def wait_final(self, txids, timeout=60):
         return wait_final(self.db, txids, timeout)
+
+
+def assert_error(r, code, field=None, message=None):
+    """r is a JSON error answer with this code; its message names field, or
+    is exactly message. Returns the body."""
+    assert r.status_code == code, (r.status_code, r.text)
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    body = r.json()
+    assert body.get("status") == "error", body
+    assert isinstance(body.get("message"), str) and body["message"], body
+    if field:
+        assert field in body["message"], "message does not name %r: %r" % (field, body)
+    if message is not None:
+        assert body == {"status": "error", "message": message}, body
+    return body
+
+
+def prefer_wait(n):
+    return {"Prefer": "wait=%d" % n}
+
+
+def wait_txn(srv, txid, timeout=15):
+    """Polls GET /transaction/<txid> until its status is final; returns the
+    body."""
+    def final():
+        r = srv.transaction(txid)
+        assert r.status_code == 200, (txid, r.status_code, r.text)
+        body = r.json()
+        return body if body["status"] in FINAL_STATUSES else None
+    return wait_until(final, timeout, "transaction %s to be final" % txid, interval=0.02)
+
+
+def raw_request(port, data, timeout=HTTP_TIMEOUT):
+    """Sends data (bytes, one whole HTTP/1.1 request) on a new connection,
+    bypassing the client libraries' header checks. Returns (status,
+    {lower-case header: value}, body bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def _tcp_inode(server_port, client_port):
+    """Inode of the server side of the loopback connection from client_port
+    (from /proc/net/tcp), None if not there."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.split(":")[1], 16) == server_port \
+                    and int(remote.split(":")[1], 16) == client_port:
+                return inode
+    return None
+
+
+def connection_owner(server_port, client_port, pids):
+    """Which of pids holds the accepted end of the connection from
+    client_port, None if none (yet)."""
+    inode = _tcp_inode(server_port, client_port)
+    if inode is None:
+        return None
+    target = "socket:[%s]" % inode
+    for pid in pids:
+        try:
+            fds = os.listdir("/proc/%d/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == target:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def connections_on_every_frontend(srv, per_frontend, timeout=30):
+    """Opens keep-alive connections until each running frontend has accepted
+    per_frontend of them (the frontends share one listening socket, so which
+    one accepts is up to the kernel). Returns {frontend pid: [connections]}."""
+    frontends = srv.child_pids("frontend")
+    assert len(frontends) >= 2, srv.children()
+    kept = {pid: [] for pid in frontends}
+    deadline = time.monotonic() + timeout
+    try:
+        while any(len(c) < per_frontend for c in kept.values()):
+            if time.monotonic() > deadline:
+                pytest.fail("could not spread connections over the frontends: %r"
+                            % {p: len(c) for p, c in kept.items()})
+            conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=HTTP_TIMEOUT)
+            conn.connect()
+            client_port = conn.sock.getsockname()[1]
+            owner = wait_until(lambda: connection_owner(srv.port, client_port, frontends), 5,
+                               "a frontend to accept the connection from port %d" % client_port,
+                               interval=0.005)
+            if len(kept[owner]) < per_frontend:
+                kept[owner].append(conn)
+            else:
+                conn.close()
+    except BaseException:
+        for conns in kept.values():
+            for c in conns:
+                c.close()
+        raise
+    return kept
 
 
 def sigstop(pid):
@@ -479,34 +602,50 @@ def db_query(path, sql, args=()):
         con.close()
 
 
+def _sum_balances(con):
+    # Summed in Python: one account may legitimately sit near INT64_MAX, and
+    # SQLite's SUM() raises on int64 overflow.
+    return sum(b for (b,) in con.execute("SELECT balance FROM users"))
+
+
 def balance_sum(path):
     con = sqlite3.connect(str(path), timeout=10)
     try:
-        return con.execute("SELECT COALESCE(SUM(balance), 0) FROM users").fetchone()[0]
+        return _sum_balances(con)
     finally:
         con.close()
 
 
 def ledger_invariant(path, initial_sum):
     """Money is neither created nor lost: the balances sum to the initial sum
-    (taken before the first txprocd start) plus every applied amount; no
-    balance is negative; every status is a known final one."""
+    (taken before the first txprocd start) plus every applied amount that
+    brings money in or takes it out (deposits, withdrawals and account
+    openings; a transfer only moves money, so it is left out); no balance is
+    negative; every status is a known final one; every transfer row is one
+    positive amount with its counterparty."""
     con = db_connect(path)
     try:
-        total = con.execute("SELECT COALESCE(SUM(balance), 0) FROM users").fetchone()[0]
-        # Rows without a txid predate txprocd (a migrated prototype ledger).
+        total = _sum_balances(con)
+        # Rows without a txid predate txprocd (a migrated prototype ledger);
+        # rows without a kind predate transfers (the sign of amount tells).
         applied = con.execute("SELECT COALESCE(SUM(amount), 0) FROM transactions "
-                              "WHERE txid IS NOT NULL AND status = 'applied'").fetchone()[0]
+                              "WHERE txid IS NOT NULL AND status = 'applied' "
+                              "AND COALESCE(kind, '') <> 'transfer'").fetchone()[0]
         negative = con.execute("SELECT card_number, balance FROM users WHERE balance < 0 "
                                "LIMIT 5").fetchall()
         statuses = {s for (s,) in con.execute("SELECT DISTINCT status FROM transactions "
                                               "WHERE txid IS NOT NULL")}
+        bad_transfers = con.execute(
+            "SELECT txid, amount, counterparty FROM transactions WHERE kind = 'transfer' "
+            "AND (amount <= 0 OR counterparty IS NULL) LIMIT 5").fetchall()
     finally:
         con.close()
     assert total == initial_sum + applied, \
         "sum(balance)=%d, expected %d + %d" % (total, initial_sum, applied)
     assert not negative, "negative balances: %r" % negative
     assert statuses <= FINAL_STATUSES, "unexpected statuses %r" % (statuses - FINAL_STATUSES)
+    assert not bad_transfers, "transfer rows without a positive amount or a counterparty: %r" \
+        % bad_transfers
 
 
 def final_rows(path):
@@ -531,30 +670,38 @@ def wait_final(path, txids, timeout=60):
 
 
 def assert_recorded_once(db, accepted):
-    """accepted: {txid: (card, amount)} of 202'd transactions. Each has exactly
-    one final row with its own data, and no txid appears twice. Rows for ids
-    whose 202 was lost with a dead connection may exist too."""
+    """accepted: {txid: (card, amount)} of 202'd transactions, or (from,
+    amount, to) for transfers. Each has exactly one final row with its own
+    data, and no txid appears twice. Rows for ids whose 202 was lost with a
+    dead connection may exist too."""
     rows = wait_final(db, accepted, timeout=60)
     dup = db_query(db, "SELECT txid, COUNT(*) FROM transactions WHERE txid IS NOT NULL "
                        "GROUP BY txid HAVING COUNT(*) > 1 LIMIT 10")
     assert not dup, "txids recorded more than once: %r" % dup
-    recorded = {t: (c, a) for t, c, a in db_query(
-        db, "SELECT txid, card_number, amount FROM transactions WHERE txid IS NOT NULL")}
-    wrong = [t for t, v in accepted.items() if recorded.get(t) != v]
+    recorded = {t: (c, a, to) for t, c, a, to in db_query(
+        db, "SELECT txid, card_number, amount, counterparty FROM transactions "
+            "WHERE txid IS NOT NULL")}
+    recorded = {t: (v if accepted.get(t) is not None and len(accepted[t]) == 3 else v[:2])
+                for t, v in recorded.items()}
+    wrong = [t for t, v in accepted.items() if recorded.get(t) != tuple(v)]
     assert not wrong, [(t, accepted[t], recorded.get(t)) for t in wrong[:5]]
     return rows
 
 
 def db_outcome_counts(path):
-    """What the ledger says happened, in the terms of the metric counters."""
+    """What the ledger says happened to deposits and withdrawals (transfers,
+    account openings and keyed duplicates have counters of their own), in
+    the terms of the metric counters."""
+    amounts = ("txid IS NOT NULL AND COALESCE(kind, 'deposit') IN ('deposit', 'withdrawal') "
+               "AND COALESCE(reason, '') <> 'idempotency_key_reused'")
     q = dict(db_query(path, """
-        SELECT 'deposit', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'applied' AND amount > 0
-        UNION ALL SELECT 'withdrawal', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'applied' AND amount < 0
-        UNION ALL SELECT 'insufficient', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'insufficient_funds'
-        UNION ALL SELECT 'unknown', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'unknown_account'
-        UNION ALL SELECT 'rejected', COUNT(*) FROM transactions WHERE txid IS NOT NULL AND status = 'rejected'
-        UNION ALL SELECT 'delta', COALESCE(SUM(amount), 0) FROM transactions WHERE txid IS NOT NULL AND status = 'applied'
-    """))
+        SELECT 'deposit', COUNT(*) FROM transactions WHERE {w} AND status = 'applied' AND amount > 0
+        UNION ALL SELECT 'withdrawal', COUNT(*) FROM transactions WHERE {w} AND status = 'applied' AND amount < 0
+        UNION ALL SELECT 'insufficient', COUNT(*) FROM transactions WHERE {w} AND status = 'insufficient_funds'
+        UNION ALL SELECT 'unknown', COUNT(*) FROM transactions WHERE {w} AND status = 'unknown_account'
+        UNION ALL SELECT 'rejected', COUNT(*) FROM transactions WHERE {w} AND status = 'rejected'
+        UNION ALL SELECT 'delta', COALESCE(SUM(amount), 0) FROM transactions WHERE {w} AND status = 'applied'
+    """.format(w=amounts)))
     return {
         "tx_applied_deposit": q["deposit"],
         "tx_applied_withdrawal": q["withdrawal"],
@@ -701,6 +848,94 @@ class Load:
         with self.lock:
             self.given_up += 1
         return True
+
+
+class Traffic:
+    """Sends any mix of JSON POSTs, ops = [(path, body, headers)], from
+    several threads, each on its own keep-alive connection, and keeps every
+    answer: results[i] = (HTTP status, parsed body, {header: value}) of
+    ops[i]. 503 is
+    retried after a short pause; a connection error is counted and the op
+    sent again on a new connection (loopback tests expect none)."""
+
+    def __init__(self, port, ops, threads=8, deadline_s=120, timeout=HTTP_TIMEOUT):
+        self.port = port
+        self.ops = ops
+        self.n_threads = threads
+        self.deadline = time.monotonic() + deadline_s
+        self.timeout = timeout
+        self.results = [None] * len(ops)
+        self.lock = threading.Lock()
+        self.retried_503 = 0
+        self.conn_errors = 0
+        self.failures = []
+        self.done = 0
+        self._threads = []
+
+    def start(self):
+        for k in range(self.n_threads):
+            t = threading.Thread(target=self._run, args=(range(k, len(self.ops), self.n_threads),),
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def join(self, timeout=150):
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        alive = sum(t.is_alive() for t in self._threads)
+        assert not alive, "%d sender threads still running after %ds" % (alive, timeout)
+        assert not self.failures, self.failures[:5]
+        missing = sum(r is None for r in self.results)
+        assert not missing, "%d requests never answered before the deadline" % missing
+        return self
+
+    def run(self, timeout=150):
+        return self.start().join(timeout)
+
+    def _connect(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+
+    def _run(self, indexes):
+        conn = self._connect()
+        try:
+            for i in indexes:
+                path, body, headers = self.ops[i]
+                data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+                hdrs = {**JSON, **(headers or {})}
+                while time.monotonic() < self.deadline:
+                    try:
+                        conn.request("POST", path, data, hdrs)
+                        resp = conn.getresponse()
+                        raw = resp.read()
+                    except (OSError, http.client.HTTPException):
+                        with self.lock:
+                            self.conn_errors += 1
+                        conn.close()
+                        conn = self._connect()
+                        time.sleep(0.02)
+                        continue
+                    if resp.will_close:
+                        conn.close()
+                        conn = self._connect()
+                    if resp.status == 503:
+                        with self.lock:
+                            self.retried_503 += 1
+                        time.sleep(0.01)
+                        continue
+                    self.results[i] = (resp.status, json.loads(raw) if raw else None,
+                                       dict(resp.getheaders()))
+                    break
+                else:
+                    return
+                with self.lock:
+                    self.done += 1
+        except Exception as e:  # surfaced by join()
+            with self.lock:
+                self.failures.append(repr(e))
+        finally:
+            conn.close()
 
 
 # --------------------------------------------------------------------------

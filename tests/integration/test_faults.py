@@ -296,7 +296,11 @@ def test_crashed_instance_is_recovered_by_next_master(tmp_path, victim):
             load.join(timeout=30)
         assert load.done < len(load.ops)
         pending = set(load.accepted) - set(final_rows(first.db))
-        assert len(pending) >= 1000 + claimed, "crash left no backlog to recover"
+        # The >= 1000 queued entries are pending, less at most one in-flight
+        # answer per load thread; the stopped worker's claim may or may not
+        # have committed before SIGSTOP (it is caught between claim and ack).
+        assert claimed > 0
+        assert len(pending) >= 1000 - 16, "crash left no backlog to recover"
         assert os.path.exists("/dev/shm" + first.shm_name), "segment vanished with the instance"
 
         second = Server(tmp_path / "b", db=first.db, workers=1)
