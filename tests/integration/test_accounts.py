@@ -127,6 +127,8 @@ def test_concurrent_openings_of_one_card_create_it_once(server_factory):
     rows = srv.query("SELECT status, reason FROM transactions WHERE card_number = ? ORDER BY id", (c,))
     assert rows == [("applied", None), ("rejected", "account_exists")], rows
     ledger_invariant(srv.db, initial)
+    counters = srv.metrics()["counters"]
+    assert (counters["accounts_created"], counters["accounts_rejected"]) == (1, 1), counters
 
 
 def test_open_account_wait_elapsed_is_202(server_factory):

@@ -46,6 +46,7 @@ def assert_replay(r, txid, code=202):
 def test_sequential_retry_applies_once_and_replays_the_original(shared_server):
     srv, c, key = shared_server, card(100), new_key("seq")
     before = srv.balance(c)
+    replays = srv.metrics()["counters"]["idempotent_replays"]
     first = srv.post_json("/transaction", {"card_number": c, "amount": 700}, keyed(key))
     assert first.status_code == 202, first.text
     assert first.headers.get("Idempotent-Replayed") is None, first.headers
@@ -67,6 +68,7 @@ def test_sequential_retry_applies_once_and_replays_the_original(shared_server):
     assert srv.balance(c) == before + 700
     assert [r[:2] for r in rows_for_key(srv, key)] == [(txid, "applied")]
     assert srv.query("SELECT txid FROM idempotency_keys WHERE key = ?", (key,)) == [(txid,)]
+    assert srv.metrics()["counters"]["idempotent_replays"] - replays == 2
 
 
 def test_retry_replays_the_first_outcome_even_if_it_failed(shared_server):

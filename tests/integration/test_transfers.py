@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from conftest import (INT64_MAX, JSON, Traffic, assert_error, assert_recorded_once, balance_sum,
-                      card, ledger_invariant, unknown_card, wait_txn)
+                      card, ledger_invariant, unknown_card, wait_txn, wait_until)
 
 
 def submit_transfer(srv, src, dst, amount, headers=None):
@@ -208,3 +208,8 @@ def test_concurrent_transfers_conserve_money_and_chain_balances(server_factory):
             refused += 1
     assert applied > 1000 and refused > 0, (applied, refused)
     assert dict(srv.query("SELECT card_number, balance FROM users")) == model
+    # Counters are published right after each commit.
+    counters = wait_until(lambda: (lambda c: c["transfers"] == applied and c)(
+        srv.metrics()["counters"]), 10, "the transfers counter to reach %d" % applied)
+    assert (counters["transfers"], counters["transfers_rejected"]) == (applied, refused), counters
+    assert counters["balance_delta"] == 0, counters
