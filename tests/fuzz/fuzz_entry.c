@@ -105,25 +105,46 @@ static uint8_t *life(struct model *m, uint64_t txid)
 
 static int same_entry(const struct txn_entry *a, const struct txn_entry *b)
 {
-    return memcmp(a, b, sizeof *a) == 0; /* 128 bytes, no padding */
+    return memcmp(a, b, sizeof *a) == 0; /* 256 bytes, no padding */
+}
+
+/* A card field as txn.h wants it: 1..TXN_CARD_MAX digits/spaces, at least
+ * one digit, NUL right after. */
+static int card_rules_hold(const char *card, unsigned len)
+{
+    if (len < 1 || len > TXN_CARD_MAX || card[len] != '\0')
+        return 0;
+    int digits = 0;
+    for (unsigned i = 0; i < len; i++) {
+        if (card[i] >= '0' && card[i] <= '9')
+            digits++;
+        else if (card[i] != ' ')
+            return 0;
+    }
+    return digits > 0;
 }
 
 /* The field rules of txn.h, restated. */
 static int entry_rules_hold(const struct txn_entry *e)
 {
-    if (e->kind != TXN_KIND_AMOUNT || e->txid == 0)
+    if (e->txid == 0 || !card_rules_hold(e->card, e->card_len))
         return 0;
-    if (e->card_len < 1 || e->card_len > TXN_CARD_MAX || e->card[e->card_len] != '\0')
+    if (e->key_len > TXN_KEY_MAX || e->key[e->key_len] != '\0')
         return 0;
-    int digits = 0;
-    for (unsigned i = 0; i < e->card_len; i++) {
-        if (e->card[i] >= '0' && e->card[i] <= '9')
-            digits++;
-        else if (e->card[i] != ' ')
+    for (unsigned i = 0; i < e->key_len; i++)
+        if (e->key[i] < 0x20 || e->key[i] > 0x7e)
             return 0;
+    switch (e->kind) {
+    case TXN_KIND_AMOUNT:
+        return e->amount != 0 && e->amount >= -TXN_AMOUNT_LIMIT && e->amount <= TXN_AMOUNT_LIMIT;
+    case TXN_KIND_TRANSFER:
+        return card_rules_hold(e->card2, e->card2_len) && e->amount > 0 &&
+               e->amount <= TXN_AMOUNT_LIMIT;
+    case TXN_KIND_OPEN:
+        return e->amount >= 0 && e->amount <= TXN_AMOUNT_LIMIT;
+    default:
+        return 0;
     }
-    return digits > 0 && e->amount != 0 && e->amount >= -TXN_AMOUNT_LIMIT &&
-           e->amount <= TXN_AMOUNT_LIMIT;
 }
 
 static void require_checks_out(const struct txn_entry *e)

@@ -2,8 +2,9 @@
 # whose variables (BUILD, CC, CFLAGS, LIB_OBJ, LIBS...) are used here.
 #
 #   make bench         ingest, HTTP ceiling (nginx), bare evhttp, apply, storage
-#                      ceiling, sustained load, batch ingest and overload, 3
-#                      runs each -> bench/results.json (about 4.5 minutes)
+#                      ceiling, sustained load, batch ingest, overload and
+#                      1,000 waiting clients (Prefer: wait), 3 runs each ->
+#                      bench/results.json (about 5 minutes)
 #   make bench-scale   ingest and apply vs workers, frontends, connections and
 #                      accounts -> bench/scale.json and docs/bench/*.png
 #                      (about 7 minutes)
@@ -13,6 +14,7 @@
 
 SQLITE_CEILING = $(BUILD)/sqlite_ceiling
 EVHTTP_FLOOR   = $(BUILD)/evhttp_floor
+WAIT_HIST      = $(BUILD)/wait_hist
 BENCH_OUT     ?= bench
 BENCH_ARGS    ?=
 BENCH_SCALE_ARGS ?=
@@ -28,10 +30,14 @@ $(SQLITE_CEILING): $(call obj,tools/bench/sqlite_ceiling.c) $(LIB_OBJ)
 $(EVHTTP_FLOOR): $(call obj,tools/bench/evhttp_floor.c)
 	$(CC) $(LDFLAGS) -o $@ $^ -levent -lcjson
 
+# Reads the commit-to-answer histogram of waiting requests from the shm.
+$(WAIT_HIST): $(call obj,tools/bench/wait_hist.c) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 bench-ceiling: $(SQLITE_CEILING) $(EVHTTP_FLOOR)
 
 bench: deps bench-deps
-	@$(MAKE) --no-print-directory all bench-ceiling
+	@$(MAKE) --no-print-directory all bench-ceiling $(WAIT_HIST)
 	$(PYTHON) tools/bench/bench.py --build $(BUILD) --out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-scale: deps bench-deps

@@ -28,6 +28,12 @@ and the table shows the median and the min-max:
              the backlog it leaves is what the apply measurement drains.
   overload   the same arrays against the default configuration: the queue
              fills, the excess must get quick 503s and never time out.
+  wait       --wait-connections (1,000) clients each POSTing /transaction with
+             `Prefer: wait=5` against the default configuration: every request
+             is held until its batch commits. The server's own
+             commit-to-answer histogram (tools/bench/wait_hist, after the
+             first second) gives p50/p99; wrk gives the latency the clients
+             see and the answers/s.
 
 Writes the table to stdout and everything to <out>/results.json.
 """
@@ -35,7 +41,9 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +56,7 @@ TARGETS = {
     "sustained_ratio": 0.8,     # sustained committed/s / storage ceiling (naive)
     "sustained_p99_ms": 10.0,
     "rss_mib": 16.0,
+    "wait_p99_ms": 5.0,         # commit -> answer, 1,000 waiting clients
 }
 
 
@@ -166,6 +175,66 @@ def run_overload(a):
         srv.cleanup()
 
 
+def run_wait(a):
+    """1,000 clients that each wait for the outcome (Prefer: wait): how long
+    after the COMMIT a frontend answers, from the server's histogram of
+    exactly that (metrics_record_wait). The first second (1,000 connections
+    opening at once) is left out by subtracting a snapshot taken then."""
+    srv = bl.Txprocd(a.build, a.accounts, [])
+    try:
+        srv.start()
+        watch = bl.CpuWatch(p for _, p in srv.pids())
+        box = {}
+
+        def load():
+            try:
+                box["wrk"] = bl.wrk(srv.url, a.wait_seconds, a.threads, a.wait_connections, a.accounts,
+                                    timeout_s=a.wait + 5, wait=a.wait)
+            except Exception as e:  # reported below, after the server is read
+                box["error"] = e
+        t = threading.Thread(target=load, daemon=True)
+        t.start()
+        time.sleep(a.wait_warmup)
+        h0, c0 = bl.wait_hist(a.build, srv.shm), srv.sample()["counters"]
+        t.join(a.wait_seconds + a.wait + 70)
+        other = watch.cores()
+        time.sleep(0.3)  # answers to requests wrk abandoned at its end
+        h1, c1 = bl.wait_hist(a.build, srv.shm), srv.sample()["counters"]
+        try:
+            with urllib.request.urlopen(srv.url + "/metrics", timeout=5) as r:
+                wait_ms = json.load(r).get("wait_ms")
+        except Exception:
+            wait_ms = None
+        srv.stop(kill=True)
+        if "wrk" not in box:
+            raise RuntimeError("wrk: %s" % box.get("error", "did not finish"))
+        w = box["wrk"]
+        h = bl.hist_delta(h1, h0)
+        p50, p99, p999 = (bl.hist_quantile(h, q) for q in (0.50, 0.99, 0.999))
+        d = lambda k: c1.get(k, 0) - c0.get(k, 0)  # noqa: E731
+        # How many waiters one COMMIT releases at once.
+        batches = d("batches_committed")
+        per_commit = (bl.committed({"counters": c1}) - bl.committed({"counters": c0})) / batches if batches else None
+        return {"wrk": w, "answers_per_s": w["rps"], "p50_ms": w["latency_us"]["p50"] / 1000,
+                "p99_ms": w["latency_us"]["p99"] / 1000, "max_ms": w["latency_us"]["max"] / 1000,
+                "status_4xx_5xx": w["errors"]["status"], "socket_errors": w["socket_errors"],
+                "timeouts": w["errors"]["timeout"],
+                "server_p50_ms": p50[0] / 1000 if p50 else None,
+                "server_p99_ms": p99[0] / 1000 if p99 else None,
+                "server_p99_bucket_ms": [p99[1] / 1000, (p99[2] + 1) / 1000] if p99 else None,
+                "server_p999_ms": p999[0] / 1000 if p999 else None,
+                "server_mean_ms": h["sum_us"] / h["count"] / 1000 if h["count"] else None,
+                "server_samples": h["count"], "metrics_wait_ms": wait_ms,
+                "waits_answered": d("waits_answered"), "waits_timed_out": d("waits_timed_out"),
+                "waits_dropped": d("waits_dropped"), "mean_batch": per_commit,
+                # None (n/a) when the server answered no wait at all.
+                "not_answered_with_outcome": (d("waits_timed_out") + d("waits_dropped") + w["socket_errors"])
+                if d("waits_answered") > 0 else None,
+                "histogram": h, "other_cpu_cores": other}
+    finally:
+        srv.cleanup()
+
+
 def run_batch(a, server_args=()):
     """Batch ingest, then the apply rate: arrays of 100 fill the queue far
     faster than any worker applies, so what they leave behind is a backlog
@@ -243,20 +312,31 @@ def main():
     p.add_argument("--batch-seconds", type=int, default=2)
     p.add_argument("--batch-queue", type=int, default=4194304)
     p.add_argument("--overload-seconds", type=int, default=5)
-    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch,overload",
+    p.add_argument("--wait-connections", type=int, default=1000)
+    p.add_argument("--wait-seconds", type=int, default=8)
+    p.add_argument("--wait", type=int, default=5, help="N of Prefer: wait=N in the wait measurement")
+    p.add_argument("--wait-warmup", type=float, default=1.0,
+                   help="seconds of the wait run left out of the server histogram")
+    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch,overload,wait",
                    help="comma-separated subset of the measurements")
     a = p.parse_args()
     a.build = (bl.ROOT / a.build) if not Path(a.build).is_absolute() else Path(a.build)
     only = set(a.only.split(","))
     out = Path(a.out) if Path(a.out).is_absolute() else bl.ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
+    if "wait" in only:
+        # wrk and each frontend hold one descriptor per connection.
+        nofile = bl.raise_nofile(2 * a.wait_connections + 1024)
+        if nofile < a.wait_connections + 256:
+            sys.exit("bench: open-file limit %d is too low for %d connections (ulimit -n)"
+                     % (nofile, a.wait_connections))
 
     started = time.time()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": bl.git_commit(),
             "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
     runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "sustained",
-                            "batch", "overload")}
+                            "batch", "overload", "wait")}
     try:
         for rep in range(a.reps):
             # Interleaved, so that a burst of noise from elsewhere on the
@@ -283,6 +363,9 @@ def main():
             if "overload" in only:
                 bl.log("rep %d/%d: overload" % (rep + 1, a.reps))
                 runs["overload"].append(run_overload(a))
+            if "wait" in only:
+                bl.log("rep %d/%d: %d waiting clients" % (rep + 1, a.reps, a.wait_connections))
+                runs["wait"].append(run_wait(a))
     finally:
         bl.stop_all()
     meta["loadavg_end"] = bl.loadavg()
@@ -318,6 +401,11 @@ def main():
         "overload_p99_ms": bl.spread(col("overload", "p99_ms")),
         "overload_timeouts": bl.spread(col("overload", "socket_errors")),
         "overload_committed_per_s": bl.spread(col("overload", "committed_per_s")),
+        "wait_server_p50_ms": bl.spread(col("wait", "server_p50_ms")),
+        "wait_server_p99_ms": bl.spread(col("wait", "server_p99_ms")),
+        "wait_p99_ms": bl.spread(col("wait", "p99_ms")),
+        "wait_answers_per_s": bl.spread(col("wait", "answers_per_s")),
+        "wait_not_answered": bl.spread(col("wait", "not_answered_with_outcome")),
     }
 
     def ratio(n, d):
@@ -350,6 +438,9 @@ def main():
         ("overload: 503s, no timeouts/socket errors", S("overload_timeouts"), lambda v: v == 0),
         ("RSS per child <= %.0f MiB" % TARGETS["rss_mib"], S("rss_max_mib"), lambda v: v <= TARGETS["rss_mib"]),
         ("master idle CPU ~ 0 (< 0.5%)", S("master_idle_cpu_percent"), lambda v: v < 0.5),
+        ("wait: commit->answer p99 <= %.0f ms" % TARGETS["wait_p99_ms"], S("wait_server_p99_ms"),
+         lambda v: v <= TARGETS["wait_p99_ms"]),
+        ("wait: all answered with the outcome", S("wait_not_answered"), lambda v: v == 0),
     ]
     verdicts = [{"target": n, "value": v, "holds": None if v is None else bool(f(v))}
                 for n, v, f in checks]
@@ -412,6 +503,18 @@ def main():
     print(row("latency p99.9 ms (all answers)", col("overload", "p999_ms")))
     print(row("timeouts + socket errors", col("overload", "socket_errors")))
     print(row("committed/s meanwhile", col("overload", "committed_per_s")))
+    print("wait: %d clients, POST /transaction with Prefer: wait=%d, default config, %d s" % (
+        a.wait_connections, a.wait, a.wait_seconds))
+    print(row("server: commit -> answer p50 ms", col("wait", "server_p50_ms")))
+    print(row("server: commit -> answer p99 ms", col("wait", "server_p99_ms")))
+    print(row("server: commit -> answer p99.9 ms", col("wait", "server_p999_ms")))
+    print(row("client: latency p50 ms", col("wait", "p50_ms")))
+    print(row("client: latency p99 ms", col("wait", "p99_ms")))
+    print(row("client: answers/s", col("wait", "answers_per_s")))
+    print(row("answers >= 400 (409: insufficient funds)", col("wait", "status_4xx_5xx")))
+    print(row("mean entries per SQLite transaction", col("wait", "mean_batch")))
+    print(row("waits ended 202 / dropped / socket errors", col("wait", "not_answered_with_outcome")))
+    print(row("CPU of other processes on the machine, cores", col("wait", "other_cpu_cores")))
     print()
     print("ratios (of medians)")
     for k, v in ratios.items():

@@ -273,9 +273,10 @@ class EvhttpFloor:
             _started.remove(self.proc)
 
 
-def wrk(url, seconds, threads=2, connections=64, accounts=10000, batch=0, timeout_s=2):
-    """Runs wrk with post.lua; returns its BENCH_RESULT plus rates."""
-    env = dict(os.environ, BENCH_ACCOUNTS=str(accounts), BENCH_BATCH=str(batch))
+def wrk(url, seconds, threads=2, connections=64, accounts=10000, batch=0, timeout_s=2, wait=0):
+    """Runs wrk with post.lua; returns its BENCH_RESULT plus rates. wait > 0
+    adds `Prefer: wait=<wait>` to every request."""
+    env = dict(os.environ, BENCH_ACCOUNTS=str(accounts), BENCH_BATCH=str(batch), BENCH_WAIT=str(wait))
     argv = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds,
             "--timeout", "%ds" % timeout_s, "-s", str(POST_LUA), url]
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=seconds + 60)
@@ -317,6 +318,51 @@ class Sampler(threading.Thread):
         self.halt.set()
         self.join(10)
         return self.samples
+
+
+def raise_nofile(needed):
+    """Raises this process's open-file soft limit (inherited by wrk and the
+    server) to at least needed, up to the hard limit. Returns the new soft
+    limit."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+def wait_hist(build, shm):
+    """The commit-to-answer histogram of waiting requests (tools/bench/wait_hist)."""
+    out = subprocess.run([str(Path(build) / "wait_hist"), "--shm-name", shm],
+                         capture_output=True, text=True, timeout=10)
+    if out.returncode != 0:
+        raise RuntimeError("wait_hist: " + out.stderr.strip())
+    return json.loads(out.stdout)
+
+
+def hist_delta(after, before):
+    """Buckets of after minus those of before (both from wait_hist)."""
+    seen = {(lo, hi): n for lo, hi, n in before["buckets"]}
+    buckets = [[lo, hi, n - seen.get((lo, hi), 0)] for lo, hi, n in after["buckets"]]
+    return {"count": after["count"] - before["count"], "sum_us": after["sum_us"] - before["sum_us"],
+            "buckets": [b for b in buckets if b[2] > 0]}
+
+
+def hist_quantile(h, q):
+    """(estimate, bucket lo, bucket hi) of quantile q in microseconds:
+    linear within the bucket that holds it, like Prometheus'
+    histogram_quantile. None when the histogram is empty."""
+    if h["count"] <= 0:
+        return None
+    rank = q * h["count"]
+    seen = 0
+    for lo, hi, n in h["buckets"]:
+        if seen + n >= rank:
+            return (lo + (hi + 1 - lo) * (rank - seen) / n, lo, hi)
+        seen += n
+    lo, hi, _ = h["buckets"][-1]
+    return (hi, lo, hi)
 
 
 def committed(sample):

@@ -8,6 +8,10 @@
 --                   robin (default 4096), so that wrk's own CPU goes into
 --                   sending, not into Lua string formatting, on a machine
 --                   where wrk and the server share the cores
+--   BENCH_WAIT      N > 0: every request carries `Prefer: wait=N`, so the
+--                   server holds it until its batch is committed and answers
+--                   with the outcome (200, or 409 insufficient funds); 0
+--                   (default): no header, plain 202s
 --
 -- Amounts are uniform in [-5000, 5000] without 0. At the end, done() prints
 -- one line "BENCH_RESULT {json}" with the counts and latency percentiles
@@ -16,6 +20,7 @@
 local accounts = tonumber(os.getenv("BENCH_ACCOUNTS") or "10000")
 local batch = tonumber(os.getenv("BENCH_BATCH") or "0")
 local pool_size = tonumber(os.getenv("BENCH_POOL") or "4096")
+local wait = tonumber(os.getenv("BENCH_WAIT") or "0")
 
 local threads = {}
 
@@ -44,6 +49,7 @@ local next_index = 0
 function init(args)
     math.randomseed(id * 7919 + os.time())
     local headers = { ["Content-Type"] = "application/json" }
+    if wait > 0 then headers["Prefer"] = "wait=" .. wait end
     for i = 1, pool_size do
         if batch > 0 then
             local items = {}
