@@ -44,7 +44,9 @@ def ledger_problems(db, initial):
     con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
     total = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
     applied = con.execute("SELECT COALESCE(SUM(amount), 0) FROM transactions "
-                          "WHERE txid IS NOT NULL AND status = 'applied'").fetchone()[0]
+                          "WHERE txid IS NOT NULL AND status = 'applied' "
+                          # transfers move money between accounts; they add none
+                          "AND COALESCE(kind, '') <> 'transfer'").fetchone()[0]
     negative = con.execute("SELECT COUNT(*) FROM users WHERE balance < 0").fetchone()[0]
     rows = con.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
     con.close()
