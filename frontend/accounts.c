@@ -18,17 +18,7 @@ void accounts_post(struct routes_ctx *c, struct evhttp_request *req, const char 
                    const char *query)
 {
     (void)tail;
-    size_t len;
-    const char *body = submit_json_body(c, req, &len);
-    if (!body)
-        return;
-    struct txn_entry e;
-    struct validate_error err;
-    if (validate_account(body, len, c->cfg->max_body, &e, &err) != 0) {
-        respond_error(req, c->metrics, err.status, "%s", err.message);
-        return;
-    }
-    submit_entry(c, req, query, &e, ANSWER_ACCOUNT);
+    submit_post(c, req, query, validate_account, ANSWER_ACCOUNT);
 }
 
 static void get_account(struct routes_ctx *c, struct evhttp_request *req, const char *card,

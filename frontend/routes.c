@@ -130,34 +130,14 @@ static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request 
                                     const char *tail, const char *query)
 {
     (void)tail;
-    size_t len;
-    const char *body = submit_json_body(c, req, &len);
-    if (!body)
-        return;
-    struct txn_entry e;
-    struct validate_error err;
-    if (validate_transaction(body, len, c->cfg->max_body, &e, &err) != 0) {
-        respond_error(req, c->metrics, err.status, "%s", err.message);
-        return;
-    }
-    submit_entry(c, req, query, &e, ANSWER_TXN);
+    submit_post(c, req, query, validate_transaction, ANSWER_TXN);
 }
 
 static void handle_post_transfer(struct routes_ctx *c, struct evhttp_request *req,
                                  const char *tail, const char *query)
 {
     (void)tail;
-    size_t len;
-    const char *body = submit_json_body(c, req, &len);
-    if (!body)
-        return;
-    struct txn_entry e;
-    struct validate_error err;
-    if (validate_transfer(body, len, c->cfg->max_body, &e, &err) != 0) {
-        respond_error(req, c->metrics, err.status, "%s", err.message);
-        return;
-    }
-    submit_entry(c, req, query, &e, ANSWER_TXN);
+    submit_post(c, req, query, validate_transfer, ANSWER_TXN);
 }
 
 /* The frontend runs one request at a time, so one buffer of each serves

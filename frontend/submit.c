@@ -179,3 +179,19 @@ void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *
     answer_accepted(c, req, &how, e->txid, txn_status_name(TXN_STATUS_QUEUED),
                     answer_queued_message(e));
 }
+
+void submit_post(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+                 submit_validator validate, enum answer_kind kind)
+{
+    size_t len;
+    const char *body = submit_json_body(c, req, &len);
+    if (!body)
+        return;
+    struct txn_entry e;
+    struct validate_error err;
+    if (validate(body, len, c->cfg->max_body, &e, &err) != 0) {
+        respond_error(req, c->metrics, err.status, "%s", err.message);
+        return;
+    }
+    submit_entry(c, req, query, &e, kind);
+}

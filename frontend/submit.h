@@ -11,6 +11,7 @@
 #include "answer.h"
 #include "routes.h"
 #include "txn.h"
+#include "validate.h"
 
 struct evhttp_request;
 
@@ -33,5 +34,15 @@ int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_
  * and waits SUBMIT_ACCOUNT_WAIT_S unless told otherwise. */
 void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *query,
                   struct txn_entry *e, enum answer_kind kind);
+
+/* The body of a single-entry POST: one of validate_transaction,
+ * validate_transfer, validate_account. */
+typedef int (*submit_validator)(const char *body, size_t len, size_t max_body,
+                                struct txn_entry *out, struct validate_error *err);
+
+/* A whole single-entry POST: the JSON body, validation (400/413/415 with the
+ * validator's message), then submit_entry. */
+void submit_post(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+                 submit_validator validate, enum answer_kind kind);
 
 #endif
