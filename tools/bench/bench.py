@@ -247,15 +247,7 @@ def run_batch(a, server_args=()):
         w = bl.wrk(srv.url, a.batch_seconds, a.threads, a.connections, a.accounts, batch=100)
         workers = [p for r, p in srv.pids() if r == "worker"]
         ticks0 = sum(bl.cpu_ticks(p) or 0 for p in workers)
-        sampler = bl.Sampler(srv, interval=0.1)
-        sampler.start()
-        t1 = time.monotonic()
-        while time.monotonic() < t1 + a.drain_seconds:
-            s = sampler.samples[-1] if sampler.samples else None
-            if s and s["queue"]["depth"] == 0:
-                break
-            time.sleep(0.1)
-        samples = sampler.stop()
+        samples = bl.sample_until_drained(srv, a.drain_seconds)
         ticks1 = sum(bl.cpu_ticks(p) or 0 for p in workers)
         busy = [s for s in samples if s["queue"]["depth"] > 0]
         drain = bl.rate(busy, busy[0]["t"], busy[-1]["t"]) if len(busy) >= 2 else None

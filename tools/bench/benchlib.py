@@ -273,6 +273,20 @@ class EvhttpFloor:
             _started.remove(self.proc)
 
 
+def sample_until_drained(srv, seconds, interval=0.1):
+    """Samples srv every interval seconds until its queue is empty or seconds
+    pass; returns the samples."""
+    sampler = Sampler(srv, interval=interval)
+    sampler.start()
+    t1 = time.monotonic()
+    while time.monotonic() < t1 + seconds:
+        s = sampler.samples[-1] if sampler.samples else None
+        if s and s["queue"]["depth"] == 0:
+            break
+        time.sleep(interval)
+    return sampler.stop()
+
+
 def wrk(url, seconds, threads=2, connections=64, accounts=10000, batch=0, timeout_s=2, wait=0):
     """Runs wrk with post.lua; returns its BENCH_RESULT plus rates. wait > 0
     adds `Prefer: wait=<wait>` to every request."""

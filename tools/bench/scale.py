@@ -47,15 +47,7 @@ def run_point(a, templates, p):
         c = p["connections"]
         w = bl.wrk(srv.url, a.ingest_seconds, min(2, c), c, p["accounts"])
         fill = bl.wrk(srv.url, a.fill_seconds, 2, 64, p["accounts"], batch=100)
-        sampler = bl.Sampler(srv, interval=0.1)
-        sampler.start()
-        t1 = time.monotonic()
-        while time.monotonic() < t1 + a.drain_seconds:
-            s = sampler.samples[-1] if sampler.samples else None
-            if s and s["queue"]["depth"] == 0:
-                break
-            time.sleep(0.1)
-        samples = sampler.stop()
+        samples = bl.sample_until_drained(srv, a.drain_seconds)
         busy = [s for s in samples if s["queue"]["depth"] > 0]
         apply = bl.rate(busy, busy[0]["t"], busy[-1]["t"]) if len(busy) >= 2 else None
         srv.stop(kill=True)
