@@ -16,6 +16,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "shm.h"
+#include "tmpdb.h"
 #include "unit.h"
 #include "worker.h"
 
@@ -24,47 +25,12 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-/* A directory per test: SQLite puts -wal and -shm files next to the db. */
-struct tmpdb {
-    char dir[64];
-    char path[96];
-};
-
-static void tmpdb_make(struct tmpdb *t)
-{
-    snprintf(t->dir, sizeof t->dir, "/tmp/txp-ledger-XXXXXX");
-    CHECK(mkdtemp(t->dir) != NULL);
-    snprintf(t->path, sizeof t->path, "%s/users.db", t->dir);
-    log_set_level(LOG_LEVEL_ERROR); /* the cases below warn on purpose */
-}
-
-static void tmpdb_remove(struct tmpdb *t)
-{
-    static const char *const suffixes[] = { "", "-wal", "-shm", "-journal" };
-    for (unsigned i = 0; i < 4; i++) {
-        char p[128];
-        snprintf(p, sizeof p, "%s%s", t->path, suffixes[i]);
-        unlink(p);
-    }
-    CHECK(rmdir(t->dir) == 0);
-}
-
 static sqlite3 *raw_open(const char *path)
 {
     sqlite3 *db = NULL;
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     CHECK(sqlite3_busy_timeout(db, 2000) == SQLITE_OK);
     return db;
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "  %s: %s\n", sql, err ? err : "?");
-    sqlite3_free(err);
-    CHECK(rc == SQLITE_OK);
 }
 
 /* Column 0 of the only row of sql, with an optional text parameter ?1. */
@@ -148,7 +114,7 @@ static void make_prototype(sqlite3 *db)
 TEST(ledger_prepare_creates_current_schema_with_mode_0600)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     umask(022);
     struct ledger_totals tot = { .max_txid = -1 };
     CHECK(ledger_prepare(t.path, &tot) == 0);
@@ -179,7 +145,7 @@ TEST(ledger_prepare_creates_current_schema_with_mode_0600)
 TEST(ledger_prepare_migrates_prototype_without_loss)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     make_prototype(db);
     raw_exec(db, "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999) "
@@ -219,7 +185,7 @@ TEST(ledger_prepare_migrates_prototype_without_loss)
 TEST(ledger_prepare_failure_leaves_schema_0)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     /* No success column: the status backfill fails half-way through. */
     raw_exec(db, "CREATE TABLE users (card_number TEXT PRIMARY KEY, balance INTEGER);"
@@ -241,7 +207,7 @@ TEST(ledger_prepare_failure_leaves_schema_0)
 TEST(ledger_prepare_refuses_newer_schema)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     make_prototype(db);
     raw_exec(db, "PRAGMA user_version = 2");
@@ -257,7 +223,7 @@ TEST(ledger_prepare_refuses_newer_schema)
 TEST(ledger_open_does_not_create_a_missing_db)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     CHECK(ledger_open(t.path, SYNC_NORMAL) == NULL);
     CHECK(access(t.path, F_OK) != 0);
     tmpdb_remove(&t);
@@ -266,7 +232,7 @@ TEST(ledger_open_does_not_create_a_missing_db)
 TEST(ledger_open_refuses_unmigrated_db)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     make_prototype(db);
     sqlite3_close(db);
@@ -292,8 +258,8 @@ TEST(ledger_seed_card_format)
 TEST(ledger_seed_creates_accounts_and_refuses_twice)
 {
     struct tmpdb t, u;
-    tmpdb_make(&t);
-    tmpdb_make(&u);
+    tmpdb_make(&t, "ledger");
+    tmpdb_make(&u, "ledger");
     CHECK(ledger_seed(t.path, 12000, 42) == 0);
     sqlite3 *db = raw_open(t.path);
     CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM users", NULL), 12000);
@@ -325,7 +291,7 @@ TEST(ledger_seed_creates_accounts_and_refuses_twice)
     CHECK_EQ_INT(balance_sum(db), first_1000);
     sqlite3_close(db);
     tmpdb_remove(&u);
-    tmpdb_make(&u);
+    tmpdb_make(&u, "ledger");
     CHECK(ledger_seed(u.path, 1000, 43) == 0);
     db = raw_open(u.path);
     CHECK(balance_sum(db) != first_1000);
@@ -339,7 +305,7 @@ TEST(ledger_seed_creates_accounts_and_refuses_twice)
 TEST(ledger_seed_fills_an_empty_migrated_ledger)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     struct ledger_totals tot;
     CHECK(ledger_prepare(t.path, &tot) == 0); /* schema 1, WAL */
     CHECK(ledger_seed(t.path, 300, 7) == 0);
@@ -355,7 +321,7 @@ TEST(ledger_seed_fills_an_empty_migrated_ledger)
 TEST(ledger_seed_refuses_ledger_with_any_account)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     const char *card = "1234 5678";
     const int64_t balance = 77;
     sqlite3 *db = make_ledger(&t, &card, &balance, 1); /* no clash with demo card numbers */
@@ -382,7 +348,7 @@ static void check_row(sqlite3 *db, uint64_t txid, const char *status, int succes
 TEST(ledger_apply_batch_records_every_status)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
     struct txn_entry b[10] = {
         entry(1, "1111 0000", 500, 0),         /* applied, 1500 */
@@ -442,7 +408,7 @@ TEST(ledger_apply_batch_records_every_status)
 TEST(ledger_replay_with_attempts_is_noop)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -481,7 +447,7 @@ TEST(ledger_replay_with_attempts_is_noop)
 TEST(ledger_recorded_txid_without_attempts_is_caught)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -507,7 +473,7 @@ TEST(ledger_recorded_txid_inside_a_grouped_insert_is_caught)
 {
     enum { N = 3 * LEDGER_RECORD_CHUNK }; /* whole chunks: no single-row INSERT */
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -547,7 +513,7 @@ TEST(ledger_recorded_txid_inside_a_grouped_insert_is_caught)
 TEST(ledger_busy_database_returns_retry_and_changes_nothing)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -573,7 +539,7 @@ TEST(ledger_busy_database_returns_retry_and_changes_nothing)
 TEST(ledger_failure_mid_batch_rolls_back_every_entry)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -599,7 +565,7 @@ TEST(ledger_failure_mid_batch_rolls_back_every_entry)
 TEST(ledger_missing_table_is_fatal)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -632,7 +598,7 @@ static uint64_t rnd(uint64_t *s)
 TEST(ledger_random_batches_match_model_and_conserve_money)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     char cards[MODEL_ACCOUNTS + 10][TXN_CARD_MAX + 1];
     const char *card_ptrs[MODEL_ACCOUNTS];
     int64_t model[MODEL_ACCOUNTS];
@@ -735,7 +701,7 @@ static void rig_run_worker(struct worker_rig *r, enum rig_mode mode, pid_t paren
  * lock bookkeeping would be copied into the worker and block it for good. */
 static void rig_start(struct worker_rig *r, enum rig_mode mode)
 {
-    tmpdb_make(&r->t);
+    tmpdb_make(&r->t, "ledger");
     sqlite3_close(make_ledger(&r->t, cards2, balances2, 2));
     snprintf(r->shm_name, sizeof r->shm_name, "/txp-unit-worker-%d", (int)getpid());
     struct shm_params p = { .queue_capacity = 64, .batch_max = 8, .n_frontends = 1, .n_workers = 1 };
@@ -914,7 +880,7 @@ static int reason_is(sqlite3 *db, uint64_t txid, const char *reason)
 TEST(ledger_transfer_moves_both_balances_or_records_why_not)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards3, balances3, 3); /* 1000, INT64_MAX - 10, 0 */
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -962,7 +928,7 @@ TEST(ledger_transfer_moves_both_balances_or_records_why_not)
 TEST(ledger_open_creates_an_account_once)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -1000,7 +966,7 @@ TEST(ledger_open_creates_an_account_once)
 TEST(ledger_idempotency_key_applies_once_across_batches)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -1054,7 +1020,7 @@ TEST(ledger_idempotency_key_applies_once_across_batches)
 TEST(ledger_prune_keys_deletes_only_old_keys_in_bounded_steps)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -1128,7 +1094,7 @@ static int64_t prev_of(sqlite3 *db, uint64_t txid, int counterparty_side)
 TEST(ledger_statement_chain_links_every_row_of_an_account_in_apply_order)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = make_ledger(&t, cards2, balances2, 2); /* 1111: 1000, 3333: 0 */
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
@@ -1172,7 +1138,7 @@ TEST(ledger_statement_chain_links_every_row_of_an_account_in_apply_order)
 TEST(ledger_migration_links_schema_1_rows_into_statements)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     make_prototype(db);
     /* A schema 1 ledger, as the previous release left it. */

@@ -14,46 +14,13 @@
 #include "ledger.h"
 #include "log.h"
 #include "lookup.h"
+#include "tmpdb.h"
 #include "unit.h"
 
 #define A "1111 0000"
 #define B "2222 0000"
 #define C "3333 0000"
 #define D "4444 0000"
-
-struct tmpdb {
-    char dir[64];
-    char path[96];
-};
-
-static void tmpdb_make(struct tmpdb *t)
-{
-    snprintf(t->dir, sizeof t->dir, "/tmp/txp-lookup-XXXXXX");
-    CHECK(mkdtemp(t->dir) != NULL);
-    snprintf(t->path, sizeof t->path, "%s/users.db", t->dir);
-    log_set_level(LOG_LEVEL_ERROR);
-}
-
-static void tmpdb_remove(struct tmpdb *t)
-{
-    static const char *const suffixes[] = { "", "-wal", "-shm", "-journal" };
-    for (unsigned i = 0; i < 4; i++) {
-        char p[128];
-        snprintf(p, sizeof p, "%s%s", t->path, suffixes[i]);
-        unlink(p);
-    }
-    CHECK(rmdir(t->dir) == 0);
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc != SQLITE_OK)
-        fprintf(stderr, "  %s: %s\n", sql, err ? err : "?");
-    sqlite3_free(err);
-    CHECK(rc == SQLITE_OK);
-}
 
 /* The ledger every test reads, in commit order (id), with the statement
  * links and counts a worker would have written. txids are not in id order
@@ -108,7 +75,7 @@ static const char ledger_rows[] =
  * connection stays open for tests that write more. */
 static struct lookup *make_lookup(struct tmpdb *t, sqlite3 **raw)
 {
-    tmpdb_make(t);
+    tmpdb_make(t, "lookup");
     struct ledger_totals tot;
     CHECK(ledger_prepare(t->path, &tot) == 0);
     CHECK(sqlite3_open(t->path, raw) == SQLITE_OK);
@@ -639,7 +606,7 @@ static void check_lines(struct lookup *l, const char *card, const struct want_li
 TEST(lookup_reads_statements_the_worker_wrote)
 {
     struct tmpdb t;
-    tmpdb_make(&t);
+    tmpdb_make(&t, "lookup");
     struct ledger_totals tot;
     CHECK(ledger_prepare(t.path, &tot) == 0);
     sqlite3 *raw;
