@@ -2,6 +2,8 @@
  * see completion.h for why they are shaped this way. */
 #include "completion.h"
 
+#include "check.h"
+
 size_t completion_bytes(uint32_t n_frontends, uint32_t n_workers)
 {
     return (size_t)n_frontends * n_workers * sizeof(struct completion_ring);
@@ -17,7 +19,9 @@ int completion_push(struct completion_ring *r, const struct completion *c)
 {
     uint64_t tail = r->tail; /* only this process writes it */
     uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
-    if (tail - head >= COMPLETION_RING_CAP) {
+    /* The reader never moves head past a tail it has read. */
+    ASSERT(head <= tail && tail - head <= COMPLETION_RING_CAP);
+    if (tail - head == COMPLETION_RING_CAP) {
         __atomic_store_n(&r->dropped, r->dropped + 1, __ATOMIC_RELAXED);
         return -1;
     }
@@ -30,12 +34,9 @@ uint32_t completion_pop(struct completion_ring *r, struct completion *out, uint3
 {
     uint64_t head = r->head; /* only this process writes it */
     uint64_t tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
-    /* A writer can never run more than a ring ahead; anything else is a
-     * corrupt segment: start over rather than read garbage. */
-    if (tail - head > COMPLETION_RING_CAP) {
-        __atomic_store_n(&r->head, tail, __ATOMIC_RELEASE);
-        return 0;
-    }
+    /* A writer never runs more than a ring ahead (push checks), and a
+     * replacement reader starts at the tail (completion_discard). */
+    ASSERT(head <= tail && tail - head <= COMPLETION_RING_CAP);
     uint32_t n = 0;
     while (head != tail && n < max)
         out[n++] = r->rec[head++ % COMPLETION_RING_CAP];

@@ -6,12 +6,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
 #include "log.h"
 
@@ -23,14 +26,17 @@
  * a few cycles per claim and removes any doubt. */
 #define ring_barrier() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
+static size_t claims_off(void);
+static size_t claim_entries_off(uint32_t n_slots, uint32_t batch_max, uint32_t slot);
+
 static struct ring_claim *ring_claims(struct ring *r)
 {
-    return (struct ring_claim *)((char *)r + ALIGN64(sizeof(struct ring)));
+    return (struct ring_claim *)((char *)r + claims_off());
 }
 
 static const struct ring_claim *ring_claims_const(const struct ring *r)
 {
-    return (const struct ring_claim *)((const char *)r + ALIGN64(sizeof(struct ring)));
+    return (const struct ring_claim *)((const char *)r + claims_off());
 }
 
 static struct txn_entry *ring_slots(struct ring *r)
@@ -40,6 +46,8 @@ static struct txn_entry *ring_slots(struct ring *r)
 
 static struct txn_entry *claim_entries(struct ring *r, uint32_t slot)
 {
+    ASSERT(slot < r->n_slots);
+    ASSERT(ring_claims(r)[slot].entries_off == claim_entries_off(r->n_slots, r->batch_max, slot));
     return (struct txn_entry *)((char *)r + ring_claims(r)[slot].entries_off);
 }
 
@@ -65,14 +73,12 @@ int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint
     r->txid_base = txid_base;
     r->bytes = ring_bytes(capacity, n_slots, batch_max);
 
-    size_t off = ALIGN64(sizeof(struct ring)) + ALIGN64(sizeof(struct ring_claim) * n_slots);
     struct ring_claim *claims = ring_claims(r);
     for (uint32_t i = 0; i < n_slots; i++) {
         memset(&claims[i], 0, sizeof claims[i]);
-        claims[i].entries_off = off;
-        off += (size_t)batch_max * sizeof(struct txn_entry);
+        claims[i].entries_off = claim_entries_off(n_slots, batch_max, i);
     }
-    r->entries_off = off;
+    r->entries_off = claim_entries_off(n_slots, batch_max, n_slots);
 
     pthread_mutexattr_t attr;
     int rc = pthread_mutexattr_init(&attr);
@@ -91,20 +97,97 @@ int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint
     return 0;
 }
 
-struct ring *ring_from(void *mem, size_t bytes)
+static size_t claims_off(void)
 {
-    struct ring *r = mem;
+    return ALIGN64(sizeof(struct ring));
+}
+
+/* Where slot's claimed entries must live, given the geometry. */
+static size_t claim_entries_off(uint32_t n_slots, uint32_t batch_max, uint32_t slot)
+{
+    return claims_off() + ALIGN64(sizeof(struct ring_claim) * n_slots) +
+           (size_t)slot * batch_max * sizeof(struct txn_entry);
+}
+
+static int invalid(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int invalid(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (why != NULL && len > 0)
+        vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* 1 if the intent record describes an operation that can have been under
+ * way in this ring: the redo functions then stay inside the region. */
+static int intent_valid(const struct ring *r, const struct ring_intent *in, uint64_t head,
+                        uint64_t tail, uint32_t count)
+{
+    if (in->slot >= r->n_slots || in->n == 0 || in->n > r->batch_max)
+        return 0;
+    if (in->op == RING_OP_CLAIM) /* head moves from in->head to in->head + n */
+        return in->head <= tail && in->n <= tail - in->head &&
+               (head == in->head || head == in->head + in->n) && (count == 0 || count == in->n);
+    if (in->op == RING_OP_REQUEUE) /* head moves from in->head back to in->head - n */
+        return in->head >= in->n && in->head <= tail && tail - (in->head - in->n) <= r->capacity &&
+               (head == in->head || head == in->head - in->n) && (count == 0 || count == in->n);
+    return 0;
+}
+
+int ring_validate(const struct ring *r, size_t bytes, int layout_only, char *why, size_t len)
+{
     if (bytes < sizeof *r || r->magic != RING_MAGIC)
-        return NULL;
+        return invalid(why, len, "queue header has a bad magic number");
     if (r->capacity == 0 || r->capacity > RING_MAX_CAPACITY || r->n_slots == 0 ||
         r->n_slots > RING_MAX_SLOTS || r->batch_max == 0 || r->batch_max > RING_MAX_BATCH)
-        return NULL;
+        return invalid(why, len, "queue geometry out of range (capacity %u, %u slots, batch %u)",
+                       r->capacity, r->n_slots, r->batch_max);
     size_t want = ring_bytes(r->capacity, r->n_slots, r->batch_max);
     if (r->bytes != want || bytes < want)
-        return NULL;
-    if (r->head > r->tail || r->tail - r->head > r->capacity)
-        return NULL;
-    return r;
+        return invalid(why, len, "queue needs %zu bytes, has %zu (header says %llu)", want, bytes,
+                       (unsigned long long)r->bytes);
+    if (r->entries_off != claim_entries_off(r->n_slots, r->batch_max, r->n_slots))
+        return invalid(why, len, "queue slot array at offset %llu, not where the geometry puts it",
+                       (unsigned long long)r->entries_off);
+    const struct ring_claim *claims = ring_claims_const(r);
+    for (uint32_t i = 0; i < r->n_slots; i++)
+        if (claims[i].entries_off != claim_entries_off(r->n_slots, r->batch_max, i))
+            return invalid(why, len, "claim record %u points at offset %llu, outside its place", i,
+                           (unsigned long long)claims[i].entries_off);
+    if (layout_only)
+        return 0;
+
+    /* Positions and counts: exact only while no process uses the ring. */
+    uint64_t head = r->head, tail = r->tail, claimed = 0;
+    if (head > tail || tail - head > r->capacity || r->txid_base > INT64_MAX ||
+        tail > (uint64_t)INT64_MAX - r->txid_base)
+        return invalid(why, len, "queue positions out of range (head %llu, tail %llu)",
+                       (unsigned long long)head, (unsigned long long)tail);
+    for (uint32_t i = 0; i < r->n_slots; i++) {
+        if (claims[i].count > r->batch_max)
+            return invalid(why, len, "claim record %u holds %u entries (batch %u)", i,
+                           claims[i].count, r->batch_max);
+        claimed += claims[i].count;
+    }
+    const struct ring_intent *in = &r->intent;
+    if (in->op != RING_OP_NONE) {
+        uint32_t count = in->slot < r->n_slots ? claims[in->slot].count : 0;
+        if (!intent_valid(r, in, head, tail, count))
+            return invalid(why, len, "interrupted queue operation %u (slot %u, head %llu, %u entries) "
+                           "does not fit the queue", in->op, in->slot,
+                           (unsigned long long)in->head, in->n);
+    } else if (tail - head + claimed > r->capacity) {
+        return invalid(why, len, "queue holds %llu queued and %llu claimed entries, capacity %u",
+                       (unsigned long long)(tail - head), (unsigned long long)claimed, r->capacity);
+    }
+    return 0;
+}
+
+struct ring *ring_from(void *mem, size_t bytes)
+{
+    return ring_validate(mem, bytes, 0, NULL, 0) == 0 ? mem : NULL;
 }
 
 /* --- redo functions: each depends only on the intent record and on state
@@ -160,9 +243,15 @@ static void intent_run(struct ring *r, uint32_t op, uint32_t slot, uint64_t head
 static void ring_repair(struct ring *r)
 {
     uint32_t op = __atomic_load_n(&r->intent.op, __ATOMIC_SEQ_CST);
-    if (op == RING_OP_CLAIM && r->intent.slot < r->n_slots && r->intent.n <= r->batch_max)
+    if (op != RING_OP_NONE) {
+        uint32_t count = r->intent.slot < r->n_slots ? ring_claims(r)[r->intent.slot].count : 0;
+        /* Our own processes wrote the intent; one that does not fit means
+         * memory corruption, and a redo from it would write out of place. */
+        ASSERT(intent_valid(r, &r->intent, r->head, r->tail, count));
+    }
+    if (op == RING_OP_CLAIM) {
         redo_claim(r);
-    else if (op == RING_OP_REQUEUE && r->intent.slot < r->n_slots && r->intent.n <= r->batch_max) {
+    } else if (op == RING_OP_REQUEUE) {
         redo_requeue(r);
         r->requeued += r->intent.n; /* ring_find looks past home slots only once this is set */
     }
@@ -227,6 +316,7 @@ int ring_enqueue(struct ring *r, struct txn_entry *entries, uint32_t n)
     int64_t now = clock_wall_us();
     ring_lock(r);
     uint64_t used = r->tail - r->head + claimed_locked(r);
+    ASSERT(r->head <= r->tail && used <= r->capacity);
     if (n > r->capacity || used + n > r->capacity) {
         ring_unlock(r);
         return -EAGAIN;
@@ -255,6 +345,7 @@ int ring_claim(struct ring *r, uint32_t slot, uint32_t max, const struct txn_ent
     ring_lock(r);
     struct ring_claim *c = &ring_claims(r)[slot];
     uint32_t n = c->count;
+    ASSERT(n <= r->batch_max && r->head <= r->tail && r->tail - r->head <= r->capacity);
     if (n == 0) {
         uint64_t depth = r->tail - r->head;
         uint32_t limit = max < r->batch_max ? max : r->batch_max;
@@ -282,13 +373,7 @@ static uint32_t requeue_locked(struct ring *r, uint32_t slot)
 {
     struct ring_claim *c = &ring_claims(r)[slot];
     uint32_t n = c->count;
-    if (n > r->batch_max) {
-        /* Only a corrupted segment gets here; dropping the claim would lose
-         * entries silently, so refuse loudly. */
-        log_error("ring: slot %u claims %u entries (batch_max %u); segment corrupt", slot, n,
-                  r->batch_max);
-        abort();
-    }
+    ASSERT(n <= r->batch_max); /* dropping the claim instead would lose entries silently */
     if (n > 0) {
         intent_run(r, RING_OP_REQUEUE, slot, r->head, n);
         r->requeued += n;
@@ -399,6 +484,7 @@ enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry 
     }
     for (uint32_t s = 0; found == RING_NOT_FOUND && s < r->n_slots; s++) {
         const struct txn_entry *batch = claim_entries(r, s);
+        ASSERT(ring_claims(r)[s].count <= r->batch_max);
         for (uint32_t i = 0; i < ring_claims(r)[s].count; i++) {
             if (batch[i].txid == txid) {
                 *out = batch[i];

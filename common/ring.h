@@ -98,7 +98,14 @@ size_t ring_bytes(uint32_t capacity, uint32_t n_slots, uint32_t batch_max);
 /* Initialises a ring in zeroed shared memory. Returns 0 or -errno. */
 int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint32_t batch_max,
               uint64_t txid_base);
-/* Checks an existing region (magic, sizes); returns the ring or NULL. */
+/* Checks a region against its own geometry before anything in it is used:
+ * magic, sizes, the offset of the slot array and of every claim record and,
+ * unless layout_only, the positions, claim counts and any interrupted
+ * operation's intent record (exact only while no process uses the ring:
+ * a new master adopting it; a live ring's positions move). Returns 0, or -1
+ * with a one-line reason in why. */
+int ring_validate(const struct ring *r, size_t bytes, int layout_only, char *why, size_t len);
+/* ring_validate in full; returns the ring or NULL. */
 struct ring *ring_from(void *mem, size_t bytes);
 
 /* Appends n entries, all or nothing; assigns each a txid and the current

@@ -7,19 +7,22 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
+#include "flockwait.h"
 #include "log.h"
 
 #define ALIGN64(x) (((x) + 63u) & ~(size_t)63u)
-#define SHM_LOCK_WAIT_MS 5000
 
 struct shm_layout {
     size_t children_off, metrics_off, history_off, completions_off, ring_off, ring_bytes, total;
@@ -37,6 +40,23 @@ static void shm_compute_layout(const struct shm_params *p, struct shm_layout *l)
     l->ring_bytes = ring_bytes(p->queue_capacity, p->n_workers, p->batch_max);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     l->total = (l->ring_off + l->ring_bytes + page - 1) / page * page;
+}
+
+void shm_printable(const char *field, size_t cap, char *out, size_t outlen)
+{
+    ASSERT(outlen >= 5);
+    size_t o = 0;
+    for (size_t i = 0; i < cap && field[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)field[i];
+        int wide = c < 0x20 || c > 0x7e || c == '\\';
+        if (o + (wide ? 4 : 1) >= outlen)
+            break;
+        if (wide)
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = '\0';
 }
 
 void shm_default_name(char *buf, size_t len, unsigned port)
@@ -89,6 +109,95 @@ static int shm_header_sane(const struct shm_header *h, size_t size, char *why, s
     return 0;
 }
 
+/* The ring must be the one the header's parameters describe, and valid in
+ * itself (ring_validate; layout_only for a live segment whose positions
+ * move under a reader). */
+static int shm_ring_sane(const struct shm_header *h, int layout_only, char *why, size_t why_len)
+{
+    const struct ring *r = (const struct ring *)((const char *)h + h->ring_off);
+    if (ring_validate(r, h->ring_bytes, layout_only, why, why_len) != 0)
+        return -1;
+    if (r->capacity != h->params.queue_capacity || r->n_slots != h->params.n_workers ||
+        r->batch_max != h->params.batch_max) {
+        snprintf(why, why_len, "queue geometry (capacity %u, %u slots, batch %u) differs from the "
+                 "header's (%u, %u, %u)", r->capacity, r->n_slots, r->batch_max,
+                 h->params.queue_capacity, h->params.n_workers, h->params.batch_max);
+        return -1;
+    }
+    return 0;
+}
+
+/* "owned by uid 1000 (alice), mode 0666, a regular file" */
+static void describe_stat(const struct stat *st, char *buf, size_t len)
+{
+    const struct passwd *pw = getpwuid(st->st_uid);
+    const char *kind = S_ISREG(st->st_mode) ? "a regular file" : S_ISDIR(st->st_mode) ? "a directory"
+                     : S_ISFIFO(st->st_mode) ? "a FIFO" : S_ISLNK(st->st_mode) ? "a symbolic link"
+                     : "a special file";
+    snprintf(buf, len, "owned by uid %u (%s), mode %04o, %s", (unsigned)st->st_uid,
+             pw ? pw->pw_name : "no such user", (unsigned)(st->st_mode & 07777), kind);
+}
+
+/* 0 if the object behind fd can only be ours: a regular shm object owned by
+ * our effective uid with mode 0600. Anyone else who could write it could
+ * have queued money or planted offsets in it. */
+static int shm_check_ours(int fd, const char *name, char *why, size_t why_len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, why_len, "fstat: %s", strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 07777) == 0600)
+        return 0;
+    char desc[160];
+    describe_stat(&st, desc, sizeof desc);
+    snprintf(why, why_len, "shm %s is %s; this txprocd runs as uid %u and only uses a regular "
+             "segment of its own with mode 0600", name, desc, (unsigned)geteuid());
+    return -1;
+}
+
+/* The segment exists but is not ours (or cannot even be opened). It is
+ * never mapped. With --discard-shm it is unlinked, if we may, so a fresh
+ * one can be made with O_EXCL; otherwise the operator is told what to do. */
+static int shm_refuse_foreign(const char *name, const char *why, int discard)
+{
+    if (discard) {
+        if (shm_unlink(name) == 0 || errno == ENOENT) {
+            log_warn("%s; removed it (--discard-shm)", why);
+            return 0;
+        }
+        log_error("%s; --discard-shm cannot remove it: %s (only its owner or root can)", why,
+                  strerror(errno));
+        return -1;
+    }
+    log_error("%s. Refusing to adopt it: find out who made it, remove it as its owner or root "
+              "(rm /dev/shm%s), or choose another --shm-name", why, name);
+    return -1;
+}
+
+/* Backs every page of the segment now, so that a /dev/shm too small for it
+ * fails here with a message rather than with SIGBUS in whichever process
+ * first touches an unbacked page (ftruncate alone makes a sparse object). */
+static int shm_reserve(int fd, const char *name, size_t size)
+{
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc == 0)
+        return 0;
+    if (rc == ENOSPC) {
+        struct statvfs vfs;
+        unsigned long long avail = statvfs("/dev/shm", &vfs) == 0
+                                       ? (unsigned long long)vfs.f_bavail * vfs.f_frsize : 0;
+        log_error("shm %s needs %.1f MiB but /dev/shm has %.1f MiB free: lower --queue-size (or "
+                  "--batch-max, --workers), free /dev/shm, or give the container more "
+                  "(docker run --shm-size, compose shm_size)", name, (double)size / 1048576.0,
+                  (double)avail / 1048576.0);
+    } else {
+        log_error("shm %s: cannot reserve %zu bytes: %s", name, size, strerror(rc));
+    }
+    return -1;
+}
+
 static void shm_reset_children(struct shm_seg *seg, const struct shm_params *p)
 {
     for (uint32_t i = 0; i < seg->hdr->n_children; i++) {
@@ -108,7 +217,8 @@ static int shm_create(struct shm_seg *seg, const char *name, const struct shm_pa
     shm_compute_layout(p, &l);
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
-        log_error("shm_open(%s): %s", name, strerror(errno));
+        log_error("shm_open(%s): %s%s", name, strerror(errno),
+                  errno == EEXIST ? " (made by someone else just now; not touching it)" : "");
         return -1;
     }
     void *base = MAP_FAILED;
@@ -116,6 +226,8 @@ static int shm_create(struct shm_seg *seg, const char *name, const struct shm_pa
         log_error("shm %s: cannot lock/size segment to %zu bytes: %s", name, l.total, strerror(errno));
         goto fail;
     }
+    if (shm_reserve(fd, name, l.total) != 0)
+        goto fail;
     base = mmap(NULL, l.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         log_error("mmap(%s, %zu bytes): %s", name, l.total, strerror(errno));
@@ -146,7 +258,7 @@ fail:
     if (base != MAP_FAILED)
         munmap(base, l.total);
     close(fd);
-    shm_unlink(name);
+    shm_unlink_name(name);
     return -1;
 }
 
@@ -154,19 +266,13 @@ fail:
  * children of a just-killed master to finish dying. */
 static int shm_lock_abandoned(int fd, const char *name)
 {
-    for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; waited += 100) {
-        if (errno != EWOULDBLOCK || waited >= SHM_LOCK_WAIT_MS) {
-            struct shm_header h;
-            ssize_t got = pread(fd, &h, sizeof h, 0);
-            log_error("shm %s is in use by a running txprocd (master pid %d); "
-                      "stop it or choose another --shm-name",
-                      name, got == (ssize_t)sizeof h ? h.master_pid : -1);
-            return -1;
-        }
-        struct timespec ts = { 0, 100 * 1000000L };
-        nanosleep(&ts, NULL);
-    }
-    return 0;
+    if (flock_wait(fd, FLOCK_WAIT_MS) == 0)
+        return 0;
+    struct shm_header h;
+    ssize_t got = pread(fd, &h, sizeof h, 0);
+    log_error("shm %s is in use by a running txprocd (master pid %d); stop it or choose another "
+              "--shm-name", name, got == (ssize_t)sizeof h ? h.master_pid : -1);
+    return -1;
 }
 
 static int params_match(const struct shm_params *a, const struct shm_params *b)
@@ -187,10 +293,12 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
     }
     size_t size = (size_t)st.st_size;
     void *base = size ? mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-    char why[160];
+    char why[256];
     int sane = base == MAP_FAILED ? -1 : shm_header_sane(base, size, why, sizeof why);
     if (base == MAP_FAILED)
         snprintf(why, sizeof why, "empty or unmappable (%zu bytes)", size);
+    else if (sane == 0)
+        sane = shm_ring_sane(base, 0, why, sizeof why);
     if (sane != 0) {
         if (base != MAP_FAILED)
             munmap(base, size);
@@ -203,13 +311,9 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
         return -1;
     }
     shm_bind_views(seg, base, size);
-    struct ring *r = ring_from(seg->ring, seg->hdr->ring_bytes);
-    if (r == NULL) {
+    struct ring *r = seg->ring;
+    if (shm_reserve(fd, name, size) != 0) {
         munmap(base, size);
-        if (discard)
-            return 0;
-        log_error("shm %s: abandoned segment has a corrupt queue header; start with --discard-shm "
-                  "to drop it", name);
         return -1;
     }
     uint64_t requeued = ring_recover(r);
@@ -249,8 +353,23 @@ int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_para
     if (txid_floor == 0)
         txid_floor = 1;
 
-    int fd = shm_open(name, O_RDWR, 0);
-    if (fd >= 0) {
+    char why[384];
+    int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW: glibc adds it */
+    if (fd < 0 && errno != ENOENT) {
+        int err = errno;
+        struct stat st;
+        char path[96], desc[160] = "of unknown owner";
+        snprintf(path, sizeof path, "/dev/shm%s", name);
+        if (lstat(path, &st) == 0)
+            describe_stat(&st, desc, sizeof desc);
+        snprintf(why, sizeof why, "shm %s cannot be opened (%s): it is %s", name, strerror(err), desc);
+        if (shm_refuse_foreign(name, why, discard) != 0)
+            return -1;
+    } else if (fd >= 0 && shm_check_ours(fd, name, why, sizeof why) != 0) {
+        close(fd);
+        if (shm_refuse_foreign(name, why, discard) != 0)
+            return -1;
+    } else if (fd >= 0) {
         if (shm_lock_abandoned(fd, name) != 0) {
             close(fd);
             return -1;
@@ -266,11 +385,10 @@ int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_para
         }
         /* Replace: unlink while still holding the old lock, so a racing
          * master cannot adopt what we are about to drop. */
-        shm_unlink(name);
+        int gone = shm_unlink_name(name);
         close(fd);
-    } else if (errno != ENOENT) {
-        log_error("shm_open(%s): %s", name, strerror(errno));
-        return -1;
+        if (gone != 0)
+            return -1;
     }
     if (shm_create(seg, name, params, txid_floor) != 0)
         return -1;
@@ -300,6 +418,11 @@ int shm_attach_readonly(struct shm_seg *seg, const char *name, char *why, size_t
         close(fd);
         return -1;
     }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, why_len, "%s is not a shared memory segment", name);
+        close(fd);
+        return -1;
+    }
     if (st.st_uid != geteuid() && geteuid() != 0) {
         snprintf(why, why_len, "segment %s belongs to uid %u, not to you (uid %u); refusing to read it",
                  name, (unsigned)st.st_uid, (unsigned)geteuid());
@@ -313,8 +436,9 @@ int shm_attach_readonly(struct shm_seg *seg, const char *name, char *why, size_t
         close(fd);
         return -1;
     }
-    char reason[160];
-    if (shm_header_sane(base, size, reason, sizeof reason) != 0) {
+    char reason[256];
+    if (shm_header_sane(base, size, reason, sizeof reason) != 0 ||
+        shm_ring_sane(base, 1, reason, sizeof reason) != 0) {
         snprintf(why, why_len, "segment %s: %s", name, reason);
         munmap(base, size);
         close(fd);

@@ -175,6 +175,11 @@ static inline struct completion_ring *shm_completions(struct shm_seg *seg, uint3
     return completion_ring_at(seg->completions, seg->hdr->params.n_workers, f, w);
 }
 
+/* Copies a text field of the segment (at most cap bytes, which need not end
+ * in NUL) into out for printing: printable ASCII as is, anything else as
+ * \xHH, cut to fit outlen. What another process wrote is never printed raw. */
+void shm_printable(const char *field, size_t cap, char *out, size_t outlen);
+
 /* Default segment name for a port: "/txprocd-<port>". */
 void shm_default_name(char *buf, size_t len, unsigned port);
 

@@ -55,6 +55,8 @@
 #include <string.h>
 
 #include "ledger.h"
+
+#include "check.h"
 #include "ledger_db.h"
 #include "log.h"
 
@@ -459,10 +461,10 @@ static int settle_entry(struct ledger *l, const struct txn_entry *e, int64_t app
     const char *why = NULL;
     *out = (struct ledger_outcome){ .status = TXN_STATUS_REJECTED };
     *row = ROW_NONE;
-    if (e->txid == 0 || e->txid > INT64_MAX) {
-        log_warn("skipping an entry with unusable txid %" PRIu64, e->txid);
-        return SQLITE_OK;
-    }
+    /* The ring hands out txid_base + position, checked against INT64_MAX
+     * when a segment is made or adopted: anything else is corruption, and
+     * skipping the entry would acknowledge money that was never recorded. */
+    ASSERT(e->txid != 0 && e->txid <= INT64_MAX);
     if (e->attempts > 0 || careful) {
         int recorded = 0;
         int rc = is_recorded(l, (int64_t)e->txid, &recorded);

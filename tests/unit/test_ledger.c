@@ -360,23 +360,21 @@ TEST(ledger_apply_batch_records_every_status)
         entry(7, "3333 0000", -1, 0),          /* insufficient_funds on 0 */
         entry(8, "3333 0000", 5, 0),           /* corrupt kind: rejected */
         entry(9, "3333 0000", 5, 0),           /* corrupt card: rejected, card NULL */
-        entry(10, "3333 0000", 5, 0),          /* no txid: skipped */
     };
     b[7].kind = 0;
     memcpy(b[8].card, "33x3", 5);
     b[8].card_len = 4;
-    b[9].txid = 0;
-    struct ledger_outcome o[10];
+    struct ledger_outcome o[9];
     struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
     CHECK(l != NULL);
-    CHECK_EQ_INT(ledger_apply_batch(l, b, 10, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(ledger_apply_batch(l, b, 9, T_APPLIED_AT, o), LEDGER_OK);
 
-    static const enum txn_status want[10] = {
+    static const enum txn_status want[9] = {
         TXN_STATUS_APPLIED, TXN_STATUS_INSUFFICIENT_FUNDS, TXN_STATUS_APPLIED,
         TXN_STATUS_UNKNOWN_ACCOUNT, TXN_STATUS_REJECTED, TXN_STATUS_APPLIED,
-        TXN_STATUS_INSUFFICIENT_FUNDS, TXN_STATUS_REJECTED, TXN_STATUS_REJECTED, TXN_STATUS_REJECTED,
+        TXN_STATUS_INSUFFICIENT_FUNDS, TXN_STATUS_REJECTED, TXN_STATUS_REJECTED,
     };
-    for (int i = 0; i < 10; i++) {
+    for (int i = 0; i < 9; i++) {
         CHECK_STR(txn_status_name(o[i].status), txn_status_name(want[i]));
         CHECK_EQ_INT(o[i].replayed, 0);
     }
@@ -401,6 +399,32 @@ TEST(ledger_apply_batch_records_every_status)
     CHECK_EQ_INT(raw_int(db, "SELECT amount FROM transactions WHERE txid = 1", NULL), 500);
     CHECK_EQ_INT(raw_int(db, "SELECT COUNT(*) FROM transactions WHERE txid = 0", NULL), 0);
     ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+/* An entry without a usable txid cannot come out of the ring: the worker
+ * must die on it (its claim is then requeued) rather than acknowledge an
+ * entry it never recorded. */
+TEST(ledger_entry_without_txid_aborts_the_worker)
+{
+    struct tmpdb t;
+    tmpdb_make(&t, "ledger");
+    sqlite3 *db = make_ledger(&t, cards3, balances3, 3);
+    struct txn_entry b[2] = { entry(1, "1111 0000", 500, 0), entry(2, "1111 0000", 5, 0) };
+    b[1].txid = 0;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct ledger_outcome o[2];
+        struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+        ledger_apply_batch(l, b, 2, T_APPLIED_AT, o);
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK_EQ_INT(count_rows(db), 0); /* nothing of the batch committed */
     sqlite3_close(db);
     tmpdb_remove(&t);
 }

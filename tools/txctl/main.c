@@ -84,8 +84,10 @@ static void print_stats(const struct shm_seg *seg)
     cJSON *doc = stats_metrics_json(seg);
     if (doc == NULL)
         return;
-    printf("txprocd %s  master pid %d  up %.0fs  shm %s\n", seg->hdr->params.listen,
-           seg->hdr->master_pid, num(doc, "uptime_s"), seg->name);
+    char listen[4 * sizeof seg->hdr->params.listen + 1];
+    shm_printable(seg->hdr->params.listen, sizeof seg->hdr->params.listen, listen, sizeof listen);
+    printf("txprocd %s  master pid %d  up %.0fs  shm %s\n", listen, seg->hdr->master_pid,
+           num(doc, "uptime_s"), seg->name);
     const cJSON *counters = cJSON_GetObjectItemCaseSensitive(doc, "counters");
     for (unsigned i = 0; i < METRIC__COUNT; i++)
         printf("  %-24s %14.0f  %s\n", metric_table[i].name, num(counters, metric_table[i].name),
