@@ -8,11 +8,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "flockwait.h"
 #include "log.h"
 
 #define LISTEN_BACKLOG 4096
+#define BIND_RETRY_MS 50
 
 static int listener_bind_one(const struct addrinfo *ai)
 {
@@ -43,10 +46,22 @@ int listener_open(const char *host, unsigned port, unsigned *bound_port)
         return -1;
     }
     int fd = -1, err = 0;
-    for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
-        fd = listener_bind_one(ai);
-        if (fd < 0)
-            err = errno;
+    /* The children of a master killed a moment ago still hold the port
+     * until they finish dying: a restart waits for them, as it waits for
+     * the ledger and segment locks (flockwait.h), instead of failing. */
+    for (int waited = 0; fd < 0; waited += BIND_RETRY_MS) {
+        for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next) {
+            fd = listener_bind_one(ai);
+            if (fd < 0)
+                err = errno;
+        }
+        if (fd >= 0 || err != EADDRINUSE || port == 0 || waited >= FLOCK_WAIT_MS)
+            break;
+        if (waited == 0)
+            log_info("listen %s:%u: address in use; waiting up to %d s for it to be released", host,
+                     port, FLOCK_WAIT_MS / 1000);
+        struct timespec ts = { 0, BIND_RETRY_MS * 1000000L };
+        nanosleep(&ts, NULL);
     }
     freeaddrinfo(res);
     if (fd < 0) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "flockwait.h"
 #include "ledger.h"
 #include "listener.h"
 #include "log.h"
@@ -46,7 +47,8 @@ static void record_totals(struct shm_seg *seg, const struct ledger_totals *t)
  * on one ledger would hand out the same ids and one would skip the other's
  * transactions as replays. The flock is inherited by every child and so held
  * while any process of this instance lives (SQLite's own locks are fcntl
- * locks, which flock does not disturb). Returns the fd or -1. */
+ * locks, which flock does not disturb). Waits out the children of a master
+ * killed a moment ago, as the segment lock does. Returns the fd or -1. */
 static int lock_ledger(const char *db_path)
 {
     int fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -54,8 +56,12 @@ static int lock_ledger(const char *db_path)
         log_error("open(%s): %s", db_path, strerror(errno));
         return -1;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        log_error("ledger %s is in use by another txprocd instance; one instance per ledger", db_path);
+    if (flock_wait(fd, FLOCK_WAIT_MS) != 0) {
+        if (errno == EWOULDBLOCK)
+            log_error("ledger %s is in use by another txprocd instance (still after %d s); one "
+                      "instance per ledger", db_path, FLOCK_WAIT_MS / 1000);
+        else
+            log_error("flock(%s): %s", db_path, strerror(errno));
         close(fd);
         return -1;
     }

@@ -14,18 +14,32 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
+#include "failpoint.h"
 #include "frontend.h"
 #include "history.h"
 #include "log.h"
 #include "notify.h"
 #include "worker.h"
 
+/* Restart policy. A child that dies before it reports ready (or a failed
+ * start) cannot do its job: ten such deaths of one role within a minute
+ * are a crash loop, and the role is given up. A child that was serving and
+ * died (kill -9 by an operator or the OOM killer, a crash on some request)
+ * has shown it can run: it is restarted with back-off, however often, and
+ * never counted toward giving up, so outside kills cannot stop the server. */
 #define BACKOFF_MIN_US 100000LL
 #define BACKOFF_MAX_US 5000000LL
+#define BACKOFF_MAX_READY_US 1000000LL /* cap after a death that followed readiness */
 #define STABLE_RUN_US 10000000LL   /* a child up this long resets its back-off */
 #define CRASH_LOOP_COUNT 10
 #define CRASH_LOOP_WINDOW_US 60000000LL
+/* The loop wakes at least once a second; a wake-up this much later than
+ * asked for means the master itself was not running (SIGSTOP of the whole
+ * group, docker pause, a suspended VM). Its children were most likely
+ * frozen as well, so their heartbeats are not judged across that gap. */
+#define STALL_US 2000000LL
 #define FRONTEND_STOP_GRACE_US 5000000LL
 #define STATUS_EVERY_S 5
 
@@ -68,6 +82,7 @@ struct supervisor {
     } roll;
     int ready;
     int exit_code;
+    int64_t resumed_us;       /* monotonic; end of the master's last stall, 0 if none */
     int64_t watchdog_us;      /* systemd's WatchdogSec, 0 if none */
     int64_t watchdog_sent_us;
     sigset_t sigs;
@@ -115,6 +130,10 @@ static void child_run(struct supervisor *s, uint32_t i)
     char role[32];
     snprintf(role, sizeof role, "%s-%u", role_name(s->slots[i].role), s->slots[i].index);
     log_set_role(role);
+    /* Test hook: a child that dies before it is ready, as one that cannot
+     * open its database or bind its resources would. */
+    if (failpoint(s->slots[i].role == ROLE_FRONTEND ? "FRONTEND_START" : "WORKER_START"))
+        _exit(1);
     int rc;
     if (s->slots[i].role == ROLE_FRONTEND) {
         rc = frontend_main(s->cfg, s->seg, s->listen_fd, i, s->slots[i].index);
@@ -128,8 +147,10 @@ static void child_run(struct supervisor *s, uint32_t i)
 
 static void spawn(struct supervisor *s, uint32_t i)
 {
+    ASSERT(i < s->n_slots);
     struct slot *sl = &s->slots[i];
     struct shm_child *row = &s->seg->children[i];
+    ASSERT(sl->pid == 0 && !sl->failed); /* one process per slot, never a failed one */
     sl->restart_at_us = 0;
     row->state = CHILD_STARTING;
     pid_t pid = fork();
@@ -183,14 +204,15 @@ static void mark_failed(struct supervisor *s, uint32_t i)
     s->seg->children[i].state = CHILD_FAILED;
 }
 
-static void schedule_restart(struct supervisor *s, uint32_t i, int64_t now)
+static void schedule_restart(struct supervisor *s, uint32_t i, int64_t now, int was_ready)
 {
     struct slot *sl = &s->slots[i];
     if (now - sl->started_us > STABLE_RUN_US)
         sl->quick_crashes = 0;
     int64_t delay = BACKOFF_MIN_US << (sl->quick_crashes < 6 ? sl->quick_crashes : 6);
-    if (delay > BACKOFF_MAX_US)
-        delay = BACKOFF_MAX_US;
+    int64_t cap = was_ready ? BACKOFF_MAX_READY_US : BACKOFF_MAX_US;
+    if (delay > cap)
+        delay = cap;
     sl->quick_crashes++;
     sl->restart_at_us = now + delay;
     s->seg->children[i].restarts++;
@@ -213,6 +235,10 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
     struct shm_child *row = &s->seg->children[i];
     int64_t now = clock_mono_us();
     pid_t pid = sl->pid;
+    ASSERT(pid > 0 && !sl->failed);
+    /* The child sets RUNNING itself once it serves (DRAINING after that). */
+    int32_t last_state = __atomic_load_n(&row->state, __ATOMIC_RELAXED);
+    int was_ready = last_state == CHILD_RUNNING || last_state == CHILD_DRAINING;
     sl->pid = 0;
     sl->hung = 0;
     row->pid = 0;
@@ -254,6 +280,9 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
         log_error("%s %u exited with the fatal code %d: not restarting it", role_name(sl->role),
                   sl->index, TXP_EXIT_FATAL);
         mark_failed(s, i);
+    } else if (was_ready) {
+        schedule_restart(s, i, now, 1); /* it could run: never a step toward giving up */
+        return;
     } else if (crash_loop(s, sl->role, now)) {
         log_error("CRASH LOOP: %d %s crashes within %lld s; no longer restarting %ss",
                   CRASH_LOOP_COUNT, role_name(sl->role), CRASH_LOOP_WINDOW_US / 1000000,
@@ -264,7 +293,7 @@ static void on_child_exit(struct supervisor *s, uint32_t i, int status)
     } else if (s->crashes[sl->role].gave_up) {
         mark_failed(s, i);
     } else {
-        schedule_restart(s, i, now);
+        schedule_restart(s, i, now, 0);
         return;
     }
     if (role_all_failed(s, sl->role) && s->phase == PHASE_RUNNING) {
@@ -410,6 +439,8 @@ static void check_heartbeats(struct supervisor *s, int64_t now)
     for (uint32_t i = 0; i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
         int64_t beat = __atomic_load_n(&s->seg->children[i].heartbeat_us, __ATOMIC_RELAXED);
+        if (beat < s->resumed_us)
+            beat = s->resumed_us; /* the gap was the master's own; see STALL_US */
         if (sl->pid <= 0 || sl->hung || now - beat <= limit)
             continue;
         log_error("%s %u (pid %d) sent no heartbeat for %.1f s (limit %u s); killing it",
@@ -436,6 +467,8 @@ static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks
     check_heartbeats(s, clock_mono_us());
     watchdog_ping(s, clock_mono_us());
     *next_sample += 1000000;
+    if (*next_sample < clock_mono_us()) /* after a stall: one sample, not one per lost second */
+        *next_sample = clock_mono_us() + 1000000;
     if (++*ticks % STATUS_EVERY_S == 0) {
         struct ring_stats rs;
         ring_stats(s->seg->ring, &rs);
@@ -523,6 +556,7 @@ static void supervisor_init(struct supervisor *s, const struct config *cfg, stru
     s->listen_fd = listen_fd;
     s->master_pid = getpid();
     s->n_slots = seg->hdr->n_children;
+    ASSERT(s->n_slots >= 2 && s->n_slots <= SHM_MAX_CHILDREN);
     s->watchdog_us = notify_watchdog_usec();
     for (uint32_t i = 0; i < s->n_slots; i++) {
         s->slots[i].role = seg->children[i].role;
@@ -583,6 +617,12 @@ int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd)
         int64_t wait = next_wakeup(&s, now, next_sample) - now;
         struct timespec ts = { wait / 1000000, (long)(wait % 1000000) * 1000 };
         int sig = sigtimedwait(&s.sigs, NULL, &ts);
+        int64_t woke = clock_mono_us();
+        if (woke - now > wait + STALL_US) {
+            log_warn("the master did not run for %.1f s (stopped or starved); child heartbeats "
+                     "are judged from now on", (double)(woke - now - wait) / 1e6);
+            s.resumed_us = woke;
+        }
         if (sig > 0)
             handle_signal(&s, sig);
         else if (errno != EAGAIN && errno != EINTR)

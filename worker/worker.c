@@ -21,7 +21,9 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "check.h"
 #include "clock.h"
+#include "failpoint.h"
 #include "ledger.h"
 #include "log.h"
 #include "worker.h"
@@ -338,13 +340,10 @@ static void maybe_prune(struct worker *w)
 }
 
 /* Test hook for the one window no signal can hit on purpose: dying after
- * COMMIT and before the acknowledge. If $TXP_FAILPOINT_AFTER_COMMIT names a
- * file that exists, the worker removes it (so only one process ever fires)
- * and exits there. Unset in production; costs one getenv per batch. */
+ * COMMIT and before the acknowledge (failpoint.h; a no-op in txprocd). */
 static void failpoint_after_commit(void)
 {
-    const char *path = getenv("TXP_FAILPOINT_AFTER_COMMIT");
-    if (path != NULL && unlink(path) == 0) {
+    if (failpoint("AFTER_COMMIT")) {
         log_warn("failpoint: exiting between COMMIT and acknowledge");
         _exit(1);
     }
@@ -377,10 +376,9 @@ static int run(struct worker *w)
             continue;
         const struct txn_entry *batch = NULL;
         int n = ring_claim(w->ring, w->index, max, &batch);
-        if (n < 0 || n > RING_MAX_BATCH) {
-            log_error("ring_claim on slot %u returned %d", w->index, n);
-            return TXP_EXIT_FATAL;
-        }
+        ASSERT(n >= 0 && n <= RING_MAX_BATCH); /* the size of w->outcomes */
+        /* Test hook: an assertion failing while a batch is claimed. */
+        ASSERT(n == 0 || !failpoint("ASSERT_WITH_CLAIM"));
         if (n == 0) {
             if (w->draining && frontends_gone(w))
                 return 0;

@@ -25,7 +25,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / os.environ.get("TXP_BUILD", "build")
-TXPROCD = BUILD / "txprocd"
+# The suite runs txprocd-test: txprocd with its failpoints live
+# (common/failpoint.h). TXPROCD_RELEASE is what `make run` and `make install` use.
+TXPROCD = BUILD / "txprocd-test"
+TXPROCD_RELEASE = BUILD / "txprocd"
 TXCTL = BUILD / "txctl"
 
 HTTP_TIMEOUT = 10          # seconds, every HTTP call
@@ -162,7 +165,7 @@ class Server:
     loopback port and a unique shared-memory name, logging to a file."""
 
     def __init__(self, workdir, db=None, accounts=1000, seed=1, args=(), env=None,
-                 workers=None, frontends=None, via_env=False, omit=()):
+                 workers=None, frontends=None, via_env=False, omit=(), binary=None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db = Path(db) if db else seed_db(self.workdir / "users.db", accounts, seed)
@@ -174,6 +177,7 @@ class Server:
         self.env = env or {}
         self.via_env = via_env  # pass listen/db/shm name as TXP_* variables, not flags
         self.omit = set(omit)   # of "--db", "--shm-name": rely on the server's default
+        self.binary = str(binary or TXPROCD)
         self.shm_name = unique_shm_name()
         self.port = None
         self.proc = None
@@ -210,9 +214,9 @@ class Server:
             if self.via_env:
                 names = {"--listen": "TXP_LISTEN", "--db": "TXP_DB_PATH", "--shm-name": "TXP_SHM_NAME"}
                 env.update({names[flag]: value for flag, value in where.items()})
-                argv = [str(TXPROCD), *self.extra_args]
+                argv = [self.binary, *self.extra_args]
             else:
-                argv = [str(TXPROCD), *[x for kv in where.items() for x in kv], *self.extra_args]
+                argv = [self.binary, *[x for kv in where.items() for x in kv], *self.extra_args]
             self._log.write(("# %s\n" % " ".join(argv)).encode())
             self._log.flush()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -225,8 +229,9 @@ class Server:
             if self._wait_ready():
                 self.wait_children_running()
                 return self
-            # Lost a race for the port: try another one.
-            if self.proc.poll() is not None and "in use" in self.log_tail(20):
+            # Lost a race for the port: try another one. Only that: the
+            # ledger's and the segment's "in use" refusals are for tests to see.
+            if self.proc.poll() is not None and "Address already in use" in self.log_tail(20):
                 self._reap()
                 continue
             break

@@ -1,0 +1,31 @@
+/* See failpoint.h. Built twice: without TXP_FAILPOINTS for txprocd, where
+ * nothing here looks at the environment, and with it for txprocd-test. */
+#include "failpoint.h"
+
+#ifdef TXP_FAILPOINTS
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int failpoint(const char *name)
+{
+    char var[64];
+    snprintf(var, sizeof var, "TXP_FAILPOINT_%s", name);
+    const char *value = getenv(var);
+    if (value == NULL || value[0] == '\0')
+        return 0;
+    if (strcmp(value, "always") != 0 && unlink(value) != 0)
+        return 0;
+    log_warn("failpoint %s fires", name);
+    return 1;
+}
+#else
+int failpoint(const char *name)
+{
+    (void)name;
+    return 0;
+}
+#endif
