@@ -82,6 +82,12 @@ void respond_error(struct evhttp_request *req, struct metric_block *m, int code,
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
     va_end(ap);
+    /* Messages may quote what the client sent (a path, a field name) and
+     * vsnprintf may cut a multi-byte character: keep printable ASCII only,
+     * so the body is always valid JSON and a log or terminal shows it safely. */
+    for (char *p = message; *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
     cJSON *doc = cJSON_CreateObject();
     if (doc && (!cJSON_AddStringToObject(doc, "status", "error") ||
                 !cJSON_AddStringToObject(doc, "message", message))) {
