@@ -26,9 +26,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ACCOUNTS = 2000
-# The master stops restarting a role after 10 crashes in 60 s (a crash loop);
-# the driver stays under that, counting stops that may end in a heartbeat kill.
-ROLE_EVENTS_PER_MINUTE = 8
+# Kills come as fast as the driver likes: children killed while serving must
+# never make the server give up (only children that die before they are
+# ready count toward its crash loop), so there is no budget to stay under.
 FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected"}
 
 
@@ -179,41 +179,39 @@ class Chaos:
         self.counts = collections.Counter()
         self.recovery = []          # (what, seconds until serving/replaced again)
         self.stopped = {}           # pid -> time to SIGCONT
-        self.events = {"worker": collections.deque(), "frontend": collections.deque()}
+        self.pending = {}           # slot -> (killed pid, when, what) until replaced
 
-    def allowed(self, role):
-        """True (and counted) if role may take another crash within the
-        server's crash-loop budget."""
-        q, now = self.events[role], time.monotonic()
-        while q and now - q[0] > 61:
-            q.popleft()
-        if len(q) >= ROLE_EVENTS_PER_MINUTE:
-            self.counts["paced (crash-loop budget)"] += 1
-            return False
-        q.append(now)
-        return True
-
-    def wait_replaced(self, slot, old_pid, timeout=20):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            for c in self.srv.children():
-                if c["slot"] == slot and c["pid"] not in (0, old_pid) and c["state"] == "running":
-                    return time.monotonic() - t0
-            time.sleep(0.02)
-        raise SystemExit("slot %d (pid %d) was not replaced within %ds" % (slot, old_pid, timeout))
+    def watch_recoveries(self):
+        """Resolves killed slots whose replacement now serves; one txctl
+        call per loop, so waiting for a replacement never paces the kills."""
+        if not self.pending:
+            return
+        now = time.monotonic()
+        for c in self.srv.children():
+            p = self.pending.get(c["slot"])
+            if p and c["pid"] not in (0, p[0]) and c["state"] == "running":
+                self.recovery.append((p[2], now - p[1]))
+                del self.pending[c["slot"]]
+        late = [slot for slot, p in self.pending.items() if now - p[1] > 20]
+        if late:
+            raise SystemExit("slots %r were not replaced within 20 s" % late)
 
     def kill_child(self, role):
-        running = [c for c in self.srv.children() if c["role"] == role and c["state"] == "running"]
-        if not running or not self.allowed(role):
+        running = [c for c in self.srv.children() if c["role"] == role and c["state"] == "running"
+                   and c["slot"] not in self.pending]
+        if not running:
             return
         victim = self.rng.choice(running)
-        os.kill(victim["pid"], signal.SIGKILL)
+        try:
+            os.kill(victim["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            return
         self.counts["kill -9 %s" % role] += 1
-        self.recovery.append(("%s kill" % role, self.wait_replaced(victim["slot"], victim["pid"])))
+        self.pending[victim["slot"]] = (victim["pid"], time.monotonic(), "%s kill" % role)
 
     def stop_worker(self):
         running = [c for c in self.srv.children() if c["role"] == "worker" and c["state"] == "running"]
-        if running and self.allowed("worker"):
+        if running:
             pid = self.rng.choice(running)["pid"]
             os.kill(pid, signal.SIGSTOP)
             self.stopped[pid] = time.monotonic() + self.rng.uniform(0.5, 5.0)
@@ -230,14 +228,14 @@ class Chaos:
                 del self.stopped[pid]
 
     def kill_master(self):
+        """kill -9 of the master and an immediate restart: its dying children
+        still hold the port and the locks for a moment, which the new
+        master must wait out by itself."""
         old = self.srv.proc
         os.kill(old.pid, signal.SIGKILL)
         old.wait()
         t0 = time.monotonic()
-        while any(os.path.exists("/proc/%d" % c["pid"]) for c in self.srv.children() if c["pid"]):
-            time.sleep(0.01)            # children follow the master (PDEATHSIG)
-            if time.monotonic() - t0 > 10:
-                raise SystemExit("children outlived the killed master")
+        self.pending.clear()
         self.srv.start()
         self.counts["kill -9 master"] += 1
         self.recovery.append(("master kill", time.monotonic() - t0))
@@ -328,8 +326,9 @@ def run(args, rng, work, srv, initial):
     load.start()
     try:
         while time.monotonic() < t_end:
-            time.sleep(rng.uniform(0.3, 1.5))
+            time.sleep(rng.uniform(0.05, 0.6))
             chaos.cont_due()
+            chaos.watch_recoveries()
             if master_kill_at and time.monotonic() >= master_kill_at:
                 chaos.cont_due(force=True)
                 chaos.kill_master()
@@ -357,6 +356,10 @@ def run(args, rng, work, srv, initial):
     adopted = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
                if "adopted abandoned segment" in line]
     problems, recorded = check_ledger(srv.db, initial, load)
+    gave_up = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
+               if "CRASH LOOP" in line or "can run; shutting down" in line]
+    if gave_up:
+        problems.append("the server gave up a role: %s" % gave_up[0].strip())
     if rc != 0:
         problems.append("final SIGTERM: exit %s" % rc)
     if load.unexpected:
