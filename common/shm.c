@@ -325,6 +325,14 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
                  (unsigned long long)pending, (unsigned long long)requeued);
         seg->hdr->adoptions++;
         shm_reset_children(seg, p);
+        /* Nobody waits for an outcome of the dead instance: start every
+         * completion ring empty, whatever positions it was left with. */
+        for (uint32_t f = 0; f < p->n_frontends; f++)
+            for (uint32_t w = 0; w < p->n_workers; w++) {
+                struct completion_ring *cr = shm_completions(seg, f, w);
+                cr->head = 0;
+                cr->tail = 0;
+            }
         seg->fd = fd;
         return 1;
     }
