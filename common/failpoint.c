@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -22,10 +23,29 @@ int failpoint(const char *name)
     log_warn("failpoint %s fires", name);
     return 1;
 }
+
+void failpoint_hold(const char *name)
+{
+    char var[64];
+    snprintf(var, sizeof var, "TXP_FAILPOINT_%s", name);
+    const char *path = getenv(var);
+    if (path == NULL || access(path, F_OK) != 0)
+        return;
+    log_warn("failpoint %s: held while %s exists", name, path);
+    while (access(path, F_OK) == 0) {
+        struct timespec ts = { 0, 10 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
 #else
 int failpoint(const char *name)
 {
     (void)name;
     return 0;
+}
+
+void failpoint_hold(const char *name)
+{
+    (void)name;
 }
 #endif

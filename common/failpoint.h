@@ -14,5 +14,8 @@
 
 /* 1 if the failpoint NAME should fire now. */
 int failpoint(const char *name);
+/* Waits while the file TXP_FAILPOINT_<NAME> names exists (a test holds a
+ * process back at NAME, then lets it go by removing the file). */
+void failpoint_hold(const char *name);
 
 #endif

@@ -134,6 +134,7 @@ static void child_run(struct supervisor *s, uint32_t i)
      * open its database or bind its resources would. */
     if (failpoint(s->slots[i].role == ROLE_FRONTEND ? "FRONTEND_START" : "WORKER_START"))
         _exit(1);
+    failpoint_hold(s->slots[i].role == ROLE_FRONTEND ? "FRONTEND_HOLD" : "WORKER_HOLD");
     int rc;
     if (s->slots[i].role == ROLE_FRONTEND) {
         rc = frontend_main(s->cfg, s->seg, s->listen_fd, i, s->slots[i].index);

@@ -6,7 +6,7 @@
 set -eu
 
 PACKAGES="gcc make libc6-dev pkg-config libevent-dev libcjson-dev libsqlite3-dev sqlite3 \
-python3 python3-pytest python3-requests python3-yaml curl valgrind $*"
+python3 python3-pytest python3-requests python3-yaml curl valgrind strace $*"
 
 missing=""
 for p in $PACKAGES; do

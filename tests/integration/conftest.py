@@ -140,13 +140,23 @@ def run_txprocd_briefly(args, env=None, timeout=10):
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
+        rc = proc.returncode
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid)
         out, err = proc.communicate(timeout=10)
-        return None, out, err
+        rc = None
     finally:
         _kill_group(proc.pid)
+    reports = sanitizer_lines(err)
+    if reports:
+        pytest.fail("sanitizer reports from txprocd %s:\n%s" % (" ".join(map(str, args)),
+                                                              "\n".join(reports[:20])))
+    return rc, out, err
+
+
+def sanitizer_lines(text):
+    return [line for line in text.splitlines()
+            if re.search(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer", line)]
 
 
 def _kill_group(pgid):
@@ -348,8 +358,7 @@ class Server:
             self.cleanup()
 
     def sanitizer_reports(self):
-        return [line for line in self.log_text().splitlines()
-                if re.search(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer", line)]
+        return sanitizer_lines(self.log_text())
 
     def log_text(self):
         try:
@@ -952,6 +961,20 @@ def _binaries():
     missing = [str(p) for p in (TXPROCD, TXCTL) if not os.access(p, os.X_OK)]
     if missing:
         pytest.fail("binaries not built: %s (run make)" % ", ".join(missing), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _every_server_log_scanned():
+    """Every server a test started, however it ended (killed early, refused,
+    cleaned up in a finally), has its log scanned for sanitizer reports."""
+    first = len(_SERVERS)
+    yield
+    bad = []
+    for s in _SERVERS[first:]:
+        reports = s.sanitizer_reports()
+        if reports:
+            bad.append("%s:\n%s" % (s.log_path, "\n".join(reports[:20])))
+    assert not bad, "sanitizer reports in server logs:\n" + "\n\n".join(bad)
 
 
 @pytest.fixture

@@ -8,21 +8,10 @@ import time
 import pytest
 import requests
 
-from conftest import (HTTP_TIMEOUT, assert_counters_match_db, card, cont_workers, stop_workers,
-                      unknown_card, wait_until)
+from conftest import (HTTP_TIMEOUT, assert_counters_match_db, assert_error, card, cont_workers,
+                      stop_workers, unknown_card, wait_until)
 
 JSON = {"Content-Type": "application/json"}
-
-
-def assert_error(r, code, field=None):
-    assert r.status_code == code, (r.status_code, r.text)
-    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
-    body = r.json()
-    assert body["status"] == "error", body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if field:
-        assert field in body["message"], "message does not name %r: %r" % (field, body)
-    return body
 
 
 def db_balance(srv, card_number):
@@ -292,9 +281,9 @@ def test_get_transaction_unknown_id_is_404(shared_server):
 
 
 def test_get_transaction_non_numeric_id_is_rejected(shared_server):
-    r = shared_server.get("/transaction/abc")
-    assert r.status_code in (400, 404), r.text
-    assert r.json()["status"] == "error"
+    for bad in ("abc", "-1", "0", "1.5", "12abc"):
+        assert_error(shared_server.get("/transaction/%s" % bad), 400,
+                     message="transaction id must be a positive decimal integer")
 
 
 # --------------------------------------------------------------------------
@@ -519,14 +508,16 @@ def test_queue_full_returns_503_with_retry_after(server_factory):
     assert capacity == 4
     pids = stop_workers(srv)
     try:
-        accepted, refused = [], []
+        accepted, refused, codes = [], [], []
         for i in range(capacity + 3):
             r = srv.post_tx(card(i), 10 + i)
+            codes.append(r.status_code)
             if r.status_code == 202:
                 accepted.append(int(r.json()["id"]))
             else:
                 refused.append(r)
-        assert 1 <= len(accepted) <= capacity
+        # Exactly the capacity is accepted, in order, and nothing after it.
+        assert codes == [202] * capacity + [503] * 3, codes
         assert refused, "no 503 with %d entries in a queue of %d" % (capacity + 3, capacity)
         for r in refused:
             assert_error(r, 503)

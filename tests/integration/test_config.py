@@ -1,5 +1,8 @@
 """Command line and environment configuration of txprocd."""
 import os
+import subprocess
+import signal
+import time
 
 import pytest
 
@@ -66,25 +69,26 @@ def test_missing_db_directory_fails_cleanly(tmp_path):
     args = ["--db", str(tmp_path / "no" / "such" / "dir" / "users.db"),
             "--listen", "127.0.0.1:%d" % free_port(), "--shm-name", unique_shm_name()]
     rc, out, err = run_txprocd_briefly(args, timeout=15)
-    assert rc not in (0, None), "started without a usable database"
-    assert err.strip()
+    assert rc == 2, "exit %r without a usable database\n%s" % (rc, err)
+    assert "no/such/dir/users.db" in err and "No such file or directory" in err, err
 
 
 def test_port_in_use_fails_cleanly(server):
     args = ["--db", str(server.db), "--listen", "127.0.0.1:%d" % server.port,
             "--shm-name", unique_shm_name()]
     rc, out, err = run_txprocd_briefly(args, timeout=15)
-    assert rc not in (0, None), "a second server started on a busy port"
-    assert err.strip()
+    assert rc == 2, "exit %r for a busy port\n%s" % (rc, err)
+    assert "127.0.0.1:%d: Address already in use" % server.port in err, err
     assert server.get("/healthz").status_code == 200
 
 
-def test_second_instance_on_same_segment_is_refused(server):
-    args = ["--db", str(server.db), "--listen", "127.0.0.1:%d" % free_port(),
-            "--shm-name", server.shm_name]
+def test_second_instance_on_same_segment_is_refused(server, tmp_path):
+    # Another ledger, so that the segment lock (not the ledger's) refuses it.
+    args = ["--db", str(seed_db(tmp_path / "other.db", accounts=10)),
+            "--listen", "127.0.0.1:%d" % free_port(), "--shm-name", server.shm_name]
     rc, out, err = run_txprocd_briefly(args, timeout=20)
-    assert rc not in (0, None), "a second master took over a live instance's segment"
-    assert server.shm_name in err or "in use" in err, err
+    assert rc == 2, "exit %r: a second master and a live instance's segment\n%s" % (rc, err)
+    assert "is in use by a running txprocd (master pid %d)" % server.pid in err, err
     assert server.get("/healthz").status_code == 200
     assert server.submit(card(1), 1)
 
@@ -125,9 +129,21 @@ def test_flag_overrides_bad_env_value(server_factory):
 
 
 def test_small_queue_adapts_default_batch(server_factory):
-    srv = server_factory(args=["--queue-size", "4"])
+    """--queue-size 4 without --batch-max: the default batch (1,024) shrinks
+    to the queue instead of refusing to start, and the queue still drains."""
+    srv = server_factory(args=["--queue-size", "4"], workers=1)
     assert srv.queue()["capacity"] == 4
-    assert srv.post_tx(card(1), 5).status_code == 202
+    assert "queue 4, batch 4," in srv.log_text()
+    assert "batch_max 4" in srv.log_text()
+    ids = []
+    for i in range(12):  # three times the queue: only applies if batches drain it
+        r = srv.post_tx(card(i), 5)
+        while r.status_code == 503:
+            time.sleep(0.05)
+            r = srv.post_tx(card(i), 5)
+        assert r.status_code == 202, r.text
+        ids.append(int(r.json()["id"]))
+    assert all(v == "applied" for v in srv.wait_final(ids, timeout=20).values())
 
 
 def test_env_listen_db_and_shm_name(server_factory):
@@ -153,3 +169,35 @@ def test_sync_full_serves(server_factory):
     ids = [srv.submit(card(i), 5) for i in range(30)]
     rows = srv.wait_final(ids, timeout=20)
     assert all(rows[t] == "applied" for t in ids)
+
+
+def count_syncs_per_commit(srv, commits=10):
+    """Attaches strace to the worker, makes `commits` commits one at a time
+    (each request waits for its outcome) and counts fsync/fdatasync."""
+    worker = srv.running_child("worker")["pid"]
+    out = srv.workdir / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(out),
+                               "-p", str(worker)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)  # attached
+        for i in range(commits):
+            r = srv.post_json("/transaction", {"card_number": card(i), "amount": 3},
+                              {"Prefer": "wait=10"})
+            assert r.status_code == 200, r.text
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=10)
+    return sum(1 for line in out.read_text().splitlines() if "sync(" in line)
+
+
+@pytest.mark.parametrize("mode", ["full", "normal"])
+def test_sync_mode_decides_whether_each_commit_is_fsynced(server_factory, mode):
+    """--sync full: every commit is fsynced (the WAL, PRAGMA synchronous=FULL
+    on the worker's own connection); normal: commits are not, only
+    checkpoints. Counted with strace on the real worker."""
+    srv = server_factory(workers=1, args=["--sync", mode])
+    syncs = count_syncs_per_commit(srv, commits=10)
+    if mode == "full":
+        assert syncs >= 10, "%d fsyncs for 10 commits with --sync full" % syncs
+    else:
+        assert syncs < 10, "%d fsyncs for 10 commits with --sync normal" % syncs

@@ -61,14 +61,19 @@ def test_sighup_rolling_restart_under_load_fails_no_request(server_factory):
     srv = server_factory(workers=2, frontends=2, accounts=2000)
     before = {c["slot"]: c["pid"] for c in srv.children()}
     initial = balance_sum(srv.db)
-    load = Load(srv.port, make_ops(12000, 2000), threads=16).start()
-    time.sleep(0.5)
+    load = Load(srv.port, make_ops(200000, 2000), threads=16).start()
+    wait_until(lambda: load.done >= 500, 30, "load to get going")
     srv.signal(signal.SIGHUP)
 
     def all_replaced():
         now = {c["slot"]: (c["pid"], c["state"]) for c in srv.children()}
         return all(now[s][0] != before[s] and now[s][1] == "running" for s in before)
     wait_until(all_replaced, 30, "every child to be replaced by the rolling restart", interval=0.1)
+    # The whole restart happened under load: the load is still running now.
+    assert any(t.is_alive() for t in load._threads), "the load ended before the restart did"
+    done_at_replacement = load.done
+    wait_until(lambda: load.done >= done_at_replacement + 500, 30, "the load to go on after it")
+    load.stop.set()
     load.join()
     # The master logs completion on its next look after the last child runs.
     wait_until(lambda: "rolling restart complete" in srv.log_text(), 5, "the rolling restart to finish")

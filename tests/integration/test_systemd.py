@@ -56,6 +56,33 @@ def test_sd_notify_ready_only_when_serving_then_watchdog_and_stopping(server_fac
     assert lines.index("READY=1") < lines.index("STOPPING=1")
 
 
+def test_ready_waits_for_every_child(server_factory, notify_socket, tmp_path):
+    """The socket is bound before the first fork, so /healthz answers before
+    the workers run: READY=1 must wait for the children themselves. One
+    worker is held back at its start; READY=1 comes only once it runs."""
+    path, sock = notify_socket
+    hold = tmp_path / "hold-workers"
+    hold.write_text("")
+    srv = server_factory(start=False, env={"NOTIFY_SOCKET": path,
+                                           "TXP_FAILPOINT_WORKER_HOLD": str(hold)})
+    srv.start(wait=False)
+    early = []
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            early += sock.recv(4096).decode().splitlines()
+        except socket.timeout:
+            break
+    assert "READY=1" not in early, early
+    assert requests.get(srv.base + "/healthz", timeout=5).status_code == 200  # serving, not ready
+    assert any(c["role"] == "worker" and c["state"] != "running" for c in srv.children())
+    hold.unlink()
+    read_notifications(sock, "READY=1", timeout=20)
+    assert all(c["state"] == "running" for c in srv.children())
+    srv.wait_children_running()
+
+
 def test_status_lines_summarise_the_server(server_factory, notify_socket):
     path, sock = notify_socket
     srv = server_factory(start=False, env={"NOTIFY_SOCKET": path})
