@@ -69,7 +69,7 @@ def main():
         t0 = time.monotonic()
         with open(os.path.join(scratch, "mutant.log"), "wb") as log:
             if run("make -s all", scratch, log) != 0:
-                verdict = "killed (does not build)"
+                verdict = "BROKEN (the mutant does not build: fix its patch)"
             else:
                 failed = [c for c in test_commands(tests) if run(c, scratch, log) != 0]
                 verdict = "killed" if failed else "SURVIVED"
