@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (TXPROCD, TXPROCD_RELEASE, Load, Server, assert_recorded_once, balance_sum,
-                      card, clean_env, final_rows, free_port, group_members, ledger_invariant,
-                      make_ops, raw_request, run_txctl, run_txprocd_briefly, seed_db, stop_workers,
-                      wait_final, wait_until)
+from conftest import (TXPROCD, TXPROCD_RELEASE, Load, assert_recorded_once, balance_sum, card,
+                      clean_env, final_rows, free_port, ledger_invariant, make_ops, raw_request,
+                      run_txprocd_briefly, seed_db, stop_workers, wait_final, wait_until)
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (other users, mounts)")
 
