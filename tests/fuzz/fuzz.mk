@@ -25,7 +25,7 @@ FUZZ_TARGETS        = fuzz_validate fuzz_entry
 fuzz_validate_SRC   = tests/fuzz/fuzz_validate.c frontend/validate.c frontend/query.c common/txn.c
 fuzz_validate_LIBS  = -lcjson
 fuzz_validate_MAXLEN = 4608
-fuzz_entry_SRC      = tests/fuzz/fuzz_entry.c common/ring.c common/txn.c common/log.c
+fuzz_entry_SRC      = tests/fuzz/fuzz_entry.c common/ring.c common/txn.c common/log.c common/check.c
 fuzz_entry_LIBS     = -lpthread
 fuzz_entry_MAXLEN   = 2048
 
