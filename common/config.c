@@ -62,7 +62,7 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_WORKER_TIMEOUT] = { "worker-timeout", "TXP_WORKER_TIMEOUT", "SECONDS", "kill and replace a child whose heartbeat is older (default 20, 0 = never)" },
     [OPT_IDEMPOTENCY_TTL] = { "idempotency-ttl", "TXP_IDEMPOTENCY_TTL", "SECONDS", "keep Idempotency-Keys at least this long, then prune them (default 86400)" },
     [OPT_USER] = { "user", "TXP_USER", "NAME", "when started as root, run as this user after binding the socket" },
-    [OPT_DISCARD_SHM] = { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted (loses what it queued)" },
+    [OPT_DISCARD_SHM] = { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted, or remove one that is not ours (loses what it queued)" },
     [OPT_HELP] = { "help", NULL, NULL, "show this help and exit" },
     [OPT_VERSION] = { "version", NULL, NULL, "show the version and exit" },
 };

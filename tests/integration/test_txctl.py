@@ -126,8 +126,8 @@ def test_seed_refuses_a_db_that_has_accounts(tmp_path):
     db = seed_db(tmp_path / "users.db", accounts=100, seed=1)
     before = db_query(db, "SELECT card_number, balance FROM users ORDER BY card_number")
     proc = run_txctl("seed", "--db", db, "--accounts", 100, "--seed", 2, check=False)
-    assert proc.returncode != 0
-    assert proc.stderr.strip()
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "already has 100 accounts; not seeding" in proc.stderr, proc.stderr
     assert db_query(db, "SELECT card_number, balance FROM users ORDER BY card_number") == before
 
 
