@@ -277,6 +277,11 @@ def test_frozen_process_group_kills_no_healthy_child(server_factory):
     before = {c["slot"]: c["pid"] for c in srv.children()}
     os.killpg(srv.pid, signal.SIGSTOP)
     time.sleep(5)
+    # Thawed in an arbitrary order, as a cgroup freezer may: the master
+    # first, its children half a second later. The master must give them a
+    # full timeout from its own resumption, not judge the 5 s gap.
+    os.kill(srv.pid, signal.SIGCONT)
+    time.sleep(0.5)
     os.killpg(srv.pid, signal.SIGCONT)
     txid = srv.submit(card(4), 6)
     time.sleep(3)  # past the timeout again: the master judges beats after resuming
