@@ -11,11 +11,17 @@
 
 #include "log.h"
 
-int failpoint(const char *name)
+/* The value of TXP_FAILPOINT_<name>, or NULL. */
+static const char *failpoint_value(const char *name)
 {
     char var[64];
     snprintf(var, sizeof var, "TXP_FAILPOINT_%s", name);
-    const char *value = getenv(var);
+    return getenv(var);
+}
+
+int failpoint(const char *name)
+{
+    const char *value = failpoint_value(name);
     if (value == NULL || value[0] == '\0')
         return 0;
     if (strcmp(value, "always") != 0 && unlink(value) != 0)
@@ -26,9 +32,7 @@ int failpoint(const char *name)
 
 void failpoint_hold(const char *name)
 {
-    char var[64];
-    snprintf(var, sizeof var, "TXP_FAILPOINT_%s", name);
-    const char *path = getenv(var);
+    const char *path = failpoint_value(name);
     if (path == NULL || access(path, F_OK) != 0)
         return;
     log_warn("failpoint %s: held while %s exists", name, path);

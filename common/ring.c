@@ -53,9 +53,8 @@ static struct txn_entry *claim_entries(struct ring *r, uint32_t slot)
 
 size_t ring_bytes(uint32_t capacity, uint32_t n_slots, uint32_t batch_max)
 {
-    size_t claims = ALIGN64(sizeof(struct ring_claim) * n_slots);
-    size_t claimed = (size_t)n_slots * batch_max * sizeof(struct txn_entry);
-    return ALIGN64(sizeof(struct ring)) + claims + claimed + (size_t)capacity * sizeof(struct txn_entry);
+    /* The slot array comes last, where a claim record past the last would start. */
+    return claim_entries_off(n_slots, batch_max, n_slots) + (size_t)capacity * sizeof(struct txn_entry);
 }
 
 int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint32_t batch_max,
