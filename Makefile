@@ -3,17 +3,20 @@
 #
 #   make            build everything into build/ (build-san/ with SAN=1)
 #   make run        seed a demo users.db if missing and serve 127.0.0.1:8000
-#   make test       unit tests (C) + integration tests (pytest, real binary)
+#   make run-pg     the same on a local throwaway PostgreSQL (tools/pg/pg.mk)
+#   make test       unit tests (C) + integration tests (pytest, real binary) on
+#                   both ledger backends (SQLite, and a PostgreSQL the tests start)
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
 
 CC      ?= cc
+comma   := ,
 SAN     ?= 0
 PYTHON  ?= /usr/bin/python3
 RUN_DB  ?= users.db
 RUN_ACCOUNTS ?= 10000
 
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
-              -Wmissing-prototypes -Wpointer-arith -g -MMD -MP -Icommon -Iworker -Ifrontend
+              -Wmissing-prototypes -Wpointer-arith -g -MMD -MP -I. -I/usr/include/postgresql
 ifeq ($(SAN),1)
 BUILD  ?= build-san
 CFLAGS  = $(CFLAGS_BASE) -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -24,12 +27,13 @@ BUILD  ?= build
 CFLAGS  = $(CFLAGS_BASE) -O2
 LDFLAGS =
 endif
-LIBS = -lsqlite3 -levent -lcjson -lpthread -lm
+LIBS = -lsqlite3 -lpq -levent -lcjson -lpthread -lm
 
 COMMON_SRC   = $(wildcard common/*.c)
 MASTER_SRC   = $(wildcard master/*.c)
 FRONTEND_SRC = $(wildcard frontend/*.c)
 WORKER_SRC   = $(wildcard worker/*.c)
+LEDGER_SRC   = $(wildcard ledger/*.c)
 TXCTL_SRC    = $(wildcard tools/txctl/*.c)
 UNIT_SRC     = $(wildcard tests/unit/*.c)
 
@@ -41,7 +45,7 @@ ASSET_SRC  = $(if $(ASSETS),$(BUILD)/gen/assets.c)
 ASSET_OBJ  = $(if $(ASSETS),$(BUILD)/obj/gen/assets.o)
 
 COMMON_OBJ   = $(call obj,$(COMMON_SRC))
-SERVER_OBJ   = $(call obj,$(MASTER_SRC) $(FRONTEND_SRC) $(WORKER_SRC)) $(ASSET_OBJ)
+SERVER_OBJ   = $(call obj,$(MASTER_SRC) $(FRONTEND_SRC) $(WORKER_SRC) $(LEDGER_SRC)) $(ASSET_OBJ)
 # Everything but the mains, for linking into tools and tests.
 LIB_OBJ      = $(filter-out %/main.o,$(COMMON_OBJ) $(SERVER_OBJ))
 
@@ -96,15 +100,39 @@ run: deps
 unit: all
 	$(UNIT)
 
+# The suite once per ledger backend, the two halves side by side, each over
+# PYTEST_JOBS pytest-xdist processes: most of a test's time is a server
+# starting, draining or waiting, so they overlap well even on 2 cores (one
+# after the other the halves take about three times as long). Each half's
+# output goes to $(BUILD)/integration-<backend>.log and is shown when both
+# are done. TXP_TEST_BACKENDS=sqlite (or postgres) runs one half; PYTEST_ARGS
+# are passed to pytest (-k, -x, a file...); PYTEST_JOBS=1 runs in order.
+TXP_TEST_BACKENDS ?= sqlite postgres
+PYTEST_JOBS ?= 2
+PYTEST_ARGS ?= --durations=10
 integration: all
-	TXP_BUILD=$(BUILD) $(PYTHON) -m pytest -q tests/integration
+	@sh tools/deps.sh $(PG_TEST_PACKAGES)
+	@set -u; pids=""; \
+	for b in $(subst $(comma), ,$(TXP_TEST_BACKENDS)); do \
+	    echo "integration: $$b half -> $(BUILD)/integration-$$b.log"; \
+	    TXP_BUILD=$(BUILD) TXP_TEST_BACKENDS=$$b $(PYTHON) -m pytest -q -p no:cacheprovider \
+	        $(if $(filter-out 0 1,$(PYTEST_JOBS)),-n $(PYTEST_JOBS)) tests/integration $(PYTEST_ARGS) \
+	        > $(BUILD)/integration-$$b.log 2>&1 & pids="$$pids $$!:$$b"; \
+	done; \
+	failed=""; for p in $$pids; do wait $${p%%:*} || failed="$$failed $${p#*:}"; done; \
+	for p in $$pids; do echo "== integration, $${p#*:} ledger"; cat $(BUILD)/integration-$${p#*:}.log; done; \
+	if [ -n "$$failed" ]; then echo "integration: failed on:$$failed"; exit 1; fi
 
 # The C unit tests under valgrind (leaks and memory errors fail the run).
 valgrind: all
 	valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	    --errors-for-leak-kinds=definite,indirect --child-silent-after-fork=no $(UNIT)
 
+# What the PostgreSQL half of the tests needs: a server to start, a client.
+PG_TEST_PACKAGES = postgresql python3-psycopg2 python3-pytest-xdist
+
 test: deps
+	@sh tools/deps.sh $(PG_TEST_PACKAGES)
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
@@ -144,6 +172,6 @@ clean:
 
 # Sub-makefiles own their targets: bench (tools/bench), fuzz (tests/fuzz),
 # chaos (tests/chaos). Each may use the variables above.
--include tools/bench/bench.mk tests/fuzz/fuzz.mk tests/chaos/chaos.mk
+-include tools/bench/bench.mk tests/fuzz/fuzz.mk tests/chaos/chaos.mk tools/pg/pg.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

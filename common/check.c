@@ -1,10 +1,10 @@
 /* The failure path of ASSERT (check.h): one log line naming the broken
  * invariant, then abort() so the supervisor sees a crash and recovers. */
-#include "check.h"
+#include "common/check.h"
 
 #include <stdlib.h>
 
-#include "log.h"
+#include "common/log.h"
 
 void check_failed(const char *expr, const char *file, int line, const char *func)
 {

@@ -1,5 +1,5 @@
 /* ISO 8601 formatting shared by the HTTP API and txctl. */
-#include "clock.h"
+#include "common/clock.h"
 
 #include <stdio.h>
 

@@ -1,8 +1,8 @@
 /* Single-producer, single-consumer rings of outcomes for waiting requests;
  * see completion.h for why they are shaped this way. */
-#include "completion.h"
+#include "common/completion.h"
 
-#include "check.h"
+#include "common/check.h"
 
 size_t completion_bytes(uint32_t n_frontends, uint32_t n_workers)
 {

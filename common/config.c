@@ -1,7 +1,7 @@
 /* Configuration parsing: defaults, then TXP_* environment variables, then
  * command-line flags, each value range-checked with a message that names the
  * setting, so a bad deployment fails at start with exit code 2. */
-#include "config.h"
+#include "common/config.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "ring.h"
-#include "shm.h"
+#include "common/log.h"
+#include "common/ring.h"
+#include "common/shm.h"
 
 #define TXP_VERSION "0.1.0"
 

@@ -1,6 +1,6 @@
 /* See failpoint.h. Built twice: without TXP_FAILPOINTS for txprocd, where
  * nothing here looks at the environment, and with it for txprocd-test. */
-#include "failpoint.h"
+#include "common/failpoint.h"
 
 #ifdef TXP_FAILPOINTS
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 /* The value of TXP_FAILPOINT_<name>, or NULL. */
 static const char *failpoint_value(const char *name)

@@ -1,6 +1,6 @@
 /* See flockwait.h. Polls rather than blocking in flock(): a live instance
  * holds its lock for ever, and the caller must be able to give up. */
-#include "flockwait.h"
+#include "common/flockwait.h"
 
 #include <errno.h>
 #include <sys/file.h>

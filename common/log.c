@@ -1,7 +1,7 @@
 /* Logging for every process: formats a whole record into one buffer and writes
  * it with a single write(2), so records from concurrent processes sharing the
  * same stderr never interleave mid-line. */
-#include "log.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

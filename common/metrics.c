@@ -1,7 +1,7 @@
 /* Writing and summing the per-process metric blocks: the latency histogram
  * bucketing, percentiles over the summed histogram, and the merge of the
  * per-worker recent-sample rings into one timeline. */
-#include "metrics.h"
+#include "common/metrics.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "metrics_def.h"
+#include "common/metrics_def.h"
 
 /* Latency histogram: log-linear buckets over microseconds, 4 per power of
  * two (error <= 19%), covering 0 us to ~71 minutes. */

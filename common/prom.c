@@ -3,15 +3,15 @@
  * per role and state, restarts, and the enqueue-to-commit and
  * commit-to-answer (Prefer: wait) histograms with bucket bounds at the shm
  * histograms' own power-of-two edges, so every cumulative count is exact. */
-#include "prom.h"
+#include "common/prom.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "stats.h"
+#include "common/clock.h"
+#include "common/stats.h"
 
 struct out {
     char *buf;

@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#include "shm.h"
+#include "common/shm.h"
 
 #define PROM_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

@@ -2,7 +2,7 @@
  * EOWNERDEAD repair that makes every one of them survive the death of the
  * process running it. The design, the layout and the invariants are at the
  * top of ring.h; this file follows them to the letter. */
-#include "ring.h"
+#include "common/ring.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -14,9 +14,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "clock.h"
-#include "log.h"
+#include "common/check.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #define ALIGN64(x) (((x) + 63u) & ~(size_t)63u)
 

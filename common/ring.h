@@ -47,7 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "txn.h"
+#include "common/txn.h"
 
 #define RING_MAGIC 0x52494e4754585031ULL /* "RINGTXP1" */
 #define RING_MAX_SLOTS 64

@@ -3,7 +3,7 @@
  * never touched, a segment holding pending entries is never dropped unless
  * the operator says so, and an abandoned one is adopted in place so its
  * queued and claimed entries are applied by the new instance. */
-#include "shm.h"
+#include "common/shm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,10 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "clock.h"
-#include "flockwait.h"
-#include "log.h"
+#include "common/check.h"
+#include "common/clock.h"
+#include "common/flockwait.h"
+#include "common/log.h"
 
 #define ALIGN64(x) (((x) + 63u) & ~(size_t)63u)
 

@@ -36,9 +36,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "completion.h"
-#include "metrics.h"
-#include "ring.h"
+#include "common/completion.h"
+#include "common/metrics.h"
+#include "common/ring.h"
 
 #define SHM_MAGIC 0x5458505244534547ULL /* "TXPRDSEG" */
 #define SHM_LAYOUT_VERSION 3

@@ -3,13 +3,13 @@
  * change, plus the newer ones) and txctl's children and queue views.
  * Nothing here takes a lock or touches SQLite, so it is safe on the hot path
  * and from a read-only mapping. */
-#include "stats.h"
+#include "common/stats.h"
 
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "clock.h"
+#include "common/clock.h"
 
 #define STATS_RECENT_MAX 1000
 

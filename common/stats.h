@@ -6,7 +6,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "shm.h"
+#include "common/shm.h"
 
 /* The full /metrics document. Caller frees with cJSON_Delete. NULL on OOM. */
 cJSON *stats_metrics_json(const struct shm_seg *seg);

@@ -1,6 +1,6 @@
 /* Field rules for ledger requests, shared by the frontend (input validation)
  * and the worker (re-validation of entries read from shared memory). */
-#include "txn.h"
+#include "common/txn.h"
 
 #include <string.h>
 

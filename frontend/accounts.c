@@ -1,18 +1,18 @@
 /* Account handlers; see accounts.h. The card in a path is URL-decoded like
  * a query value ('+' and %20 are spaces) and checked like a body field. */
-#include "accounts.h"
+#include "frontend/accounts.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "answer.h"
-#include "lookup.h"
-#include "query.h"
-#include "respond.h"
-#include "submit.h"
-#include "validate.h"
+#include "frontend/answer.h"
+#include "ledger/lookup.h"
+#include "frontend/query.h"
+#include "frontend/respond.h"
+#include "frontend/submit.h"
+#include "frontend/validate.h"
 
 void accounts_post(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
                    const char *query)

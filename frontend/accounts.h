@@ -5,7 +5,7 @@
 #ifndef TXP_ACCOUNTS_H
 #define TXP_ACCOUNTS_H
 
-#include "routes.h"
+#include "frontend/routes.h"
 
 struct evhttp_request;
 

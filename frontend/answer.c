@@ -1,11 +1,11 @@
 /* Answers to ledger requests and the shared JSON shapes; see answer.h. */
-#include "answer.h"
+#include "frontend/answer.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "respond.h"
+#include "frontend/respond.h"
 
 static int add_id(cJSON *doc, const char *name, uint64_t id)
 {

@@ -10,10 +10,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "completion.h"
-#include "lookup.h"
-#include "routes.h"
-#include "txn.h"
+#include "common/completion.h"
+#include "ledger/lookup.h"
+#include "frontend/routes.h"
+#include "common/txn.h"
 
 struct evhttp_request;
 

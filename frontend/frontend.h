@@ -7,8 +7,8 @@
 
 #include <stdint.h>
 
-#include "config.h"
-#include "shm.h"
+#include "common/config.h"
+#include "common/shm.h"
 
 /* Serves until SIGTERM: then stops accepting, finishes requests in flight
  * and returns 0. Returns TXP_EXIT_FATAL if it cannot set up (e.g. no DB). */

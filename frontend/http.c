@@ -2,7 +2,7 @@
  * inherited from the master, reports liveness in its row of the children
  * table, and on SIGTERM drains (stop accepting, finish, close) before
  * returning to the master's fork wrapper. Request handling is in routes.c. */
-#include "frontend.h"
+#include "frontend/frontend.h"
 
 #include <event2/event.h>
 #include <event2/http.h>
@@ -14,12 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "clock.h"
-#include "log.h"
-#include "lookup.h"
-#include "respond.h"
-#include "routes.h"
-#include "waiters.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "ledger/lookup.h"
+#include "frontend/respond.h"
+#include "frontend/routes.h"
+#include "frontend/waiters.h"
 
 /* Bodies up to this much over cfg->max_body still reach routes.c and get a
  * JSON 413; beyond that evhttp refuses them itself (an HTML 413, connection
@@ -252,7 +252,10 @@ int frontend_main(const struct config *cfg, struct shm_seg *seg, int listen_fd, 
         .me = &seg->children[slot],
         .routes = { .cfg = cfg, .seg = seg, .metrics = shm_metrics(seg, slot), .index = index },
     };
-    s.routes.db = lookup_open(cfg->db_path);
+    /* A read blocks this loop: bound it well below --http-timeout. */
+    int read_ms = cfg->http_timeout_s * 1000 < LOOKUP_WAIT_MAX_MS ? (int)cfg->http_timeout_s * 1000
+                                                                   : LOOKUP_WAIT_MAX_MS;
+    s.routes.db = lookup_open(cfg->db_path, read_ms);
     if (!s.routes.db)
         return TXP_EXIT_FATAL;
     s.base = new_base();

@@ -1,7 +1,7 @@
 /* Query-string decoding for GET parameters (application/x-www-form-urlencoded
  * rules: '+' is a space, %XX a byte), also used for the card number in
  * /accounts/<card> paths. */
-#include "query.h"
+#include "frontend/query.h"
 
 #include <errno.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* HTTP answers: status line, headers, body, and the request counters. */
-#include "respond.h"
+#include "frontend/respond.h"
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "log.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 static const char *reason_phrase(int code)
 {

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "metrics.h"
+#include "common/metrics.h"
 
 struct evhttp_request;
 

@@ -4,7 +4,7 @@
  * short critical section in the shared ring, lookups are single indexed
  * reads on a read-only SQLite connection, and a request that waits for its
  * outcome is parked in the waiter table (waiters.c), not blocked on. */
-#include "routes.h"
+#include "frontend/routes.h"
 
 #include <errno.h>
 #include <event2/http.h>
@@ -13,16 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "accounts.h"
-#include "answer.h"
-#include "assets.h"
-#include "prom.h"
-#include "query.h"
-#include "respond.h"
-#include "ring.h"
-#include "stats.h"
-#include "submit.h"
-#include "validate.h"
+#include "frontend/accounts.h"
+#include "frontend/answer.h"
+#include "frontend/assets.h"
+#include "common/prom.h"
+#include "frontend/query.h"
+#include "frontend/respond.h"
+#include "common/ring.h"
+#include "common/stats.h"
+#include "frontend/submit.h"
+#include "frontend/validate.h"
 
 #define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
 

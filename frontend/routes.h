@@ -6,10 +6,10 @@
 
 #include <stdint.h>
 
-#include "config.h"
-#include "lookup.h"
-#include "metrics.h"
-#include "shm.h"
+#include "common/config.h"
+#include "ledger/lookup.h"
+#include "common/metrics.h"
+#include "common/shm.h"
 
 struct evhttp_request;
 struct waiters;

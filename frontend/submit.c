@@ -1,5 +1,5 @@
 /* From a validated entry to an answer; see submit.h. */
-#include "submit.h"
+#include "frontend/submit.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -8,12 +8,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include "log.h"
-#include "query.h"
-#include "respond.h"
-#include "ring.h"
-#include "validate.h"
-#include "waiters.h"
+#include "common/log.h"
+#include "frontend/query.h"
+#include "frontend/respond.h"
+#include "common/ring.h"
+#include "frontend/validate.h"
+#include "frontend/waiters.h"
 
 const char *submit_json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len)
 {

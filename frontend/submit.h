@@ -8,10 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "answer.h"
-#include "routes.h"
-#include "txn.h"
-#include "validate.h"
+#include "frontend/answer.h"
+#include "frontend/routes.h"
+#include "common/txn.h"
+#include "frontend/validate.h"
 
 struct evhttp_request;
 

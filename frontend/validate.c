@@ -18,7 +18,7 @@
  * POST /transaction ignores members it does not know, as the prototype did;
  * the newer bodies refuse them, so that a misspelt "ammount" is an error and
  * not a transfer of a default. */
-#include "validate.h"
+#include "frontend/validate.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>

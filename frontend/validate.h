@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "txn.h"
+#include "common/txn.h"
 
 #define VALIDATE_MSG_MAX 160
 

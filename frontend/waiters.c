@@ -4,7 +4,7 @@
  * so a multiplicative hash spreads them evenly); each has its own libevent
  * timer, so both an outcome and a deadline cost O(1) plus the timer heap's
  * O(log n), and nothing ever scans all waiters except the shutdown drain. */
-#include "waiters.h"
+#include "frontend/waiters.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "log.h"
-#include "respond.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "frontend/respond.h"
 
 #define WAITERS_BUCKET_BITS 14
 #define WAITERS_BUCKETS (1u << WAITERS_BUCKET_BITS)

@@ -2,11 +2,11 @@
  * The average balance is derived: the ledger's balance sum read at start plus
  * the balance_delta counter workers add as they commit, over the number of
  * accounts. */
-#include "history.h"
+#include "master/history.h"
 
 #include <stdlib.h>
 
-#include "clock.h"
+#include "common/clock.h"
 
 void history_sample(struct shm_seg *seg)
 {

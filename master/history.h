@@ -4,7 +4,7 @@
 #ifndef TXP_HISTORY_H
 #define TXP_HISTORY_H
 
-#include "shm.h"
+#include "common/shm.h"
 
 /* Records the current queue depth, average balance and totals. */
 void history_sample(struct shm_seg *seg);

@@ -1,5 +1,5 @@
 /* Binding the shared listening socket (see listener.h for why there is one). */
-#include "listener.h"
+#include "master/listener.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "flockwait.h"
-#include "log.h"
+#include "common/flockwait.h"
+#include "common/log.h"
 
 #define LISTEN_BACKLOG 4096
 #define BIND_RETRY_MS 50

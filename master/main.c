@@ -11,13 +11,13 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "flockwait.h"
-#include "ledger.h"
-#include "listener.h"
-#include "log.h"
-#include "shm.h"
-#include "supervisor.h"
+#include "common/config.h"
+#include "common/flockwait.h"
+#include "ledger/ledger.h"
+#include "master/listener.h"
+#include "common/log.h"
+#include "common/shm.h"
+#include "master/supervisor.h"
 
 static void fill_params(const struct config *cfg, unsigned port, struct shm_params *p)
 {
@@ -28,7 +28,8 @@ static void fill_params(const struct config *cfg, unsigned port, struct shm_para
     p->n_workers = cfg->workers;
     p->port = port;
     snprintf(p->listen, sizeof p->listen, "%s:%u", cfg->listen_host, port);
-    snprintf(p->db_path, sizeof p->db_path, "%s", cfg->db_path);
+    /* What txctl shows: never a password. */
+    ledger_describe(cfg->db_path, p->db_path, sizeof p->db_path);
 }
 
 /* Ledger totals feed the derived average balance; the balance_delta counter
@@ -41,31 +42,6 @@ static void record_totals(struct shm_seg *seg, const struct ledger_totals *t)
     seg->hdr->initial_balance_delta = sum.counters[METRIC_balance_delta];
     seg->hdr->account_count = t->account_count;
     seg->hdr->initial_accounts_created = sum.counters[METRIC_accounts_created];
-}
-
-/* One instance per ledger: txids are dense per instance, so two instances
- * on one ledger would hand out the same ids and one would skip the other's
- * transactions as replays. The flock is inherited by every child and so held
- * while any process of this instance lives (SQLite's own locks are fcntl
- * locks, which flock does not disturb). Waits out the children of a master
- * killed a moment ago, as the segment lock does. Returns the fd or -1. */
-static int lock_ledger(const char *db_path)
-{
-    int fd = open(db_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        log_error("open(%s): %s", db_path, strerror(errno));
-        return -1;
-    }
-    if (flock_wait(fd, FLOCK_WAIT_MS) != 0) {
-        if (errno == EWOULDBLOCK)
-            log_error("ledger %s is in use by another txprocd instance (still after %d s); one "
-                      "instance per ledger", db_path, FLOCK_WAIT_MS / 1000);
-        else
-            log_error("flock(%s): %s", db_path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
 }
 
 /* Run as an unprivileged user once the (possibly privileged) port is bound,
@@ -102,6 +78,10 @@ int main(int argc, char **argv)
     int rc = config_parse(&cfg, argc, argv);
     if (rc != 0)
         return rc > 0 ? 0 : TXP_EXIT_CONFIG;
+    /* The ledger's password (if the URI holds one) stays in cfg only: ps
+     * and /proc/<pid>/cmdline of this process and its children show '*'s. */
+    for (int i = 1; i < argc; i++)
+        ledger_hide_password(argv[i]);
     log_set_role("master");
     log_set_level((enum log_level)cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
@@ -112,8 +92,9 @@ int main(int argc, char **argv)
         return TXP_EXIT_CONFIG;
     if (drop_privileges(cfg.user) != 0)
         return TXP_EXIT_CONFIG;
-    int ledger_lock_fd = lock_ledger(cfg.db_path);
-    if (ledger_lock_fd < 0)
+    /* One instance per ledger (ledger_guard_take says why); held until exit. */
+    struct ledger_guard *guard = ledger_guard_take(cfg.db_path, FLOCK_WAIT_MS);
+    if (guard == NULL)
         return TXP_EXIT_CONFIG;
     struct ledger_totals totals;
     if (ledger_prepare(cfg.db_path, &totals) != 0)
@@ -129,14 +110,16 @@ int main(int argc, char **argv)
         return TXP_EXIT_CONFIG;
     }
     record_totals(&seg, &totals);
+    char db[256];
+    ledger_describe(cfg.db_path, db, sizeof db);
     log_info("txprocd listening on %s:%u; db %s (%lld accounts); shm %s (%s); %u frontends, "
-             "%u workers, queue %u, batch %u, sync %s", cfg.listen_host, port, cfg.db_path,
+             "%u workers, queue %u, batch %u, sync %s", cfg.listen_host, port, db,
              (long long)totals.account_count, cfg.shm_name, how == SHM_ADOPTED ? "adopted" : "new",
              cfg.frontends, cfg.workers, cfg.queue_size, cfg.batch_max,
              cfg.sync == SYNC_FULL ? "full" : "normal");
 
-    rc = supervisor_run(&cfg, &seg, listen_fd);
+    rc = supervisor_run(&cfg, &seg, listen_fd, guard);
     shm_close(&seg);
-    close(ledger_lock_fd);
+    ledger_guard_release(guard);
     return rc;
 }

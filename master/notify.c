@@ -1,6 +1,6 @@
 /* The sd_notify datagram protocol: AF_UNIX SOCK_DGRAM to the path in
  * $NOTIFY_SOCKET ('@' prefix = abstract namespace). */
-#include "notify.h"
+#include "master/notify.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -12,7 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 int notify_send(const char *message)
 {

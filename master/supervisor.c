@@ -2,7 +2,7 @@
  * master's decisions use its own copy of pids and slot states; the children
  * table in shared memory is written for observers (txctl, /metrics) and only
  * the children's own "running" flag is read back, for readiness. */
-#include "supervisor.h"
+#include "master/supervisor.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -14,14 +14,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "clock.h"
-#include "failpoint.h"
-#include "frontend.h"
-#include "history.h"
-#include "log.h"
-#include "notify.h"
-#include "worker.h"
+#include "common/check.h"
+#include "common/clock.h"
+#include "common/failpoint.h"
+#include "frontend/frontend.h"
+#include "master/history.h"
+#include "common/log.h"
+#include "master/notify.h"
+#include "worker/worker.h"
 
 /* Restart policy. A child that dies before it reports ready (or a failed
  * start) cannot do its job: ten such deaths of one role within a minute
@@ -85,6 +85,7 @@ struct supervisor {
     int64_t resumed_us;       /* monotonic; end of the master's last stall, 0 if none */
     int64_t watchdog_us;      /* systemd's WatchdogSec, 0 if none */
     int64_t watchdog_sent_us;
+    struct ledger_guard *guard;
     sigset_t sigs;
 };
 
@@ -462,8 +463,23 @@ static void watchdog_ping(struct supervisor *s, int64_t now)
     }
 }
 
+/* Another instance holds the ledger: two writers would hand out the same
+ * txids. No worker of this one may commit again: kill them now, restart
+ * none, and drain the frontends; what is queued stays in the segment. */
+static void fence(struct supervisor *s)
+{
+    for (uint32_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].role == ROLE_WORKER)
+            s->slots[i].restart_at_us = 0;
+    s->drain_expired = 1;
+    signal_role(s, ROLE_WORKER, SIGKILL);
+    begin_drain(s, 1);
+}
+
 static void periodic(struct supervisor *s, int64_t *next_sample, unsigned *ticks)
 {
+    if (!s->drain_expired && ledger_guard_check(s->guard) < 0)
+        fence(s);
     history_sample(s->seg);
     check_heartbeats(s, clock_mono_us());
     watchdog_ping(s, clock_mono_us());
@@ -602,12 +618,14 @@ static int open_notify_fds(struct shm_seg *seg)
     return 0;
 }
 
-int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd)
+int supervisor_run(const struct config *cfg, struct shm_seg *seg, int listen_fd,
+                   struct ledger_guard *guard)
 {
     static struct supervisor s; /* large; one per process */
     if (open_notify_fds(seg) != 0)
         return TXP_EXIT_FATAL;
     supervisor_init(&s, cfg, seg, listen_fd);
+    s.guard = guard;
     for (uint32_t i = 0; i < s.n_slots; i++)
         spawn(&s, i);
 

@@ -21,12 +21,12 @@
 #include <unistd.h>
 #include <time.h>
 
-#include "check.h"
-#include "clock.h"
-#include "failpoint.h"
-#include "ledger.h"
-#include "log.h"
-#include "worker.h"
+#include "common/check.h"
+#include "common/clock.h"
+#include "common/failpoint.h"
+#include "ledger/ledger.h"
+#include "common/log.h"
+#include "worker/worker.h"
 
 #define WAIT_MS 1000                        /* futex wait; also the idle heartbeat period */
 #define BACKOFF_FIRST_MS 10
@@ -415,7 +415,9 @@ int worker_main(const struct config *cfg, struct shm_seg *seg, uint32_t slot, ui
     if (w.ledger == NULL)
         return TXP_EXIT_FATAL;
     __atomic_store_n(&w.row->state, CHILD_RUNNING, __ATOMIC_RELAXED);
-    log_info("worker %u ready, db %s, batch_max %u", index, cfg->db_path, cfg->batch_max);
+    char db[256];
+    ledger_describe(cfg->db_path, db, sizeof db);
+    log_info("worker %u ready, db %s, batch_max %u", index, db, cfg->batch_max);
     int rc = run(&w);
     ledger_close(w.ledger);
     if (rc == 0)

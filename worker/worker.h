@@ -6,8 +6,8 @@
 
 #include <stdint.h>
 
-#include "config.h"
-#include "shm.h"
+#include "common/config.h"
+#include "common/shm.h"
 
 /* Runs until told to stop. slot: the child-table row (and metric block);
  * index: the ring consumer slot (0..workers-1). SIGTERM means drain: keep

@@ -16,7 +16,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SAN      = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror \
-                -Wshadow -Wstrict-prototypes -Wmissing-prototypes -MMD -MP -Icommon -Ifrontend \
+                -Wshadow -Wstrict-prototypes -Wmissing-prototypes -MMD -MP -I. \
                 $(FUZZ_SAN)
 
 # Each target: its sources, libraries and the largest input worth trying

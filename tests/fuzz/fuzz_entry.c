@@ -39,9 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
-#include "ring.h"
-#include "txn.h"
+#include "common/log.h"
+#include "common/ring.h"
+#include "common/txn.h"
 
 #define MAX_CAP 16
 #define MAX_SLOTS 4

@@ -55,9 +55,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "query.h"
-#include "txn.h"
-#include "validate.h"
+#include "frontend/query.h"
+#include "common/txn.h"
+#include "frontend/validate.h"
 
 #define MAX_BODY 4096 /* the server's fixed body limit */
 

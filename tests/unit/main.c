@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "unit.h"
+#include "tests/unit/unit.h"
 
 #define UNIT_MAX_TESTS 512
 

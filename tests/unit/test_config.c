@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "unit.h"
+#include "common/config.h"
+#include "tests/unit/unit.h"
 
 static int parse(struct config *cfg, const char *a, const char *b)
 {

@@ -2,8 +2,8 @@
 #include <errno.h>
 #include <string.h>
 
-#include "query.h"
-#include "unit.h"
+#include "frontend/query.h"
+#include "tests/unit/unit.h"
 
 TEST(http_query_decodes_plus_and_percent_as_space)
 {

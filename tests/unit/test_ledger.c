@@ -12,13 +12,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "ledger.h"
-#include "log.h"
-#include "shm.h"
-#include "tmpdb.h"
-#include "unit.h"
-#include "worker.h"
+#include "common/clock.h"
+#include "ledger/ledger.h"
+#include "ledger/sqlite.h"
+#include "common/log.h"
+#include "common/shm.h"
+#include "tests/unit/tmpdb.h"
+#include "tests/unit/unit.h"
+#include "worker/worker.h"
 
 #define T_APPLIED_AT 1700000000000000LL
 #define T_QUEUED_AT 1699999999000000LL
@@ -463,6 +464,38 @@ TEST(ledger_replay_with_attempts_is_noop)
     CHECK_EQ_INT(o[1].balance_after, 1525);
     CHECK_EQ_INT(balance_sum(db), sum + 25);
     CHECK_EQ_INT(count_rows(db), 4);
+    ledger_close(l);
+    sqlite3_close(db);
+    tmpdb_remove(&t);
+}
+
+TEST(ledger_txid_recorded_for_another_request_is_never_skipped)
+{
+    /* Two instances handing out one txid: the second request must not be
+     * taken for a replay of the first (it would be acknowledged unapplied).
+     * Both the attempts > 0 check and the grouped INSERT catch it. */
+    struct tmpdb t;
+    tmpdb_make(&t, "ledger");
+    sqlite3 *db = make_ledger(&t, cards2, balances2, 2);
+    struct ledger *l = ledger_open(t.path, SYNC_NORMAL);
+    CHECK(l != NULL);
+    struct txn_entry first = entry(7, "1111 0000", 500, 0);
+    struct ledger_outcome o[2];
+    CHECK_EQ_INT(ledger_apply_batch(l, &first, 1, T_APPLIED_AT, o), LEDGER_OK);
+    int64_t sum = balance_sum(db);
+    for (uint32_t attempts = 0; attempts < 2; attempts++) {
+        struct txn_entry other = entry(7, "3333 0000", 500, attempts);
+        CHECK_EQ_INT(ledger_apply_batch(l, &other, 1, T_APPLIED_AT, o), LEDGER_FATAL);
+        CHECK(strstr(ledger_last_error(l), "recorded for another request") != NULL);
+        other = entry(7, "1111 0000", 501, attempts);
+        CHECK_EQ_INT(ledger_apply_batch(l, &other, 1, T_APPLIED_AT, o), LEDGER_FATAL);
+    }
+    CHECK_EQ_INT(balance_sum(db), sum);
+    CHECK_EQ_INT(count_rows(db), 1);
+    /* The same request again is a replay, as before. */
+    first.attempts = 1;
+    CHECK_EQ_INT(ledger_apply_batch(l, &first, 1, T_APPLIED_AT, o), LEDGER_OK);
+    CHECK_EQ_INT(o[0].replayed, 1);
     ledger_close(l);
     sqlite3_close(db);
     tmpdb_remove(&t);

@@ -10,12 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "ledger.h"
-#include "log.h"
-#include "lookup.h"
-#include "tmpdb.h"
-#include "unit.h"
+#include "common/config.h"
+#include "ledger/ledger.h"
+#include "common/log.h"
+#include "ledger/lookup.h"
+#include "tests/unit/tmpdb.h"
+#include "tests/unit/unit.h"
 
 #define A "1111 0000"
 #define B "2222 0000"
@@ -81,7 +81,7 @@ static struct lookup *make_lookup(struct tmpdb *t, sqlite3 **raw)
     CHECK(sqlite3_open(t->path, raw) == SQLITE_OK);
     CHECK(sqlite3_busy_timeout(*raw, 2000) == SQLITE_OK);
     raw_exec(*raw, ledger_rows);
-    struct lookup *l = lookup_open(t->path);
+    struct lookup *l = lookup_open(t->path, 2000);
     CHECK(l != NULL);
     return l;
 }
@@ -528,7 +528,7 @@ TEST_SLOW(lookup_statement_page_reads_only_its_rows, 120)
     CHECK(sqlite3_wal_checkpoint_v2(raw, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log_frames, &ckpt) ==
           SQLITE_OK);
     lookup_close(l);
-    l = lookup_open(t.path);
+    l = lookup_open(t.path, 2000);
     CHECK(l != NULL);
 
     static struct lookup_stmt_row rows[50];
@@ -639,7 +639,7 @@ TEST(lookup_reads_statements_the_worker_wrote)
     CHECK_EQ_INT(ledger_apply_batch(w, e, 13, APPLIED_AT, out), LEDGER_OK);
     ledger_close(w);
 
-    struct lookup *l = lookup_open(t.path);
+    struct lookup *l = lookup_open(t.path, 2000);
     CHECK(l != NULL);
     /* not listed: 9 (unknown account), 10 (A exists), 12 (duplicate) */
     static const struct want_line a[] = {

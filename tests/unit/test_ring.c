@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "ring.h"
-#include "unit.h"
+#include "common/clock.h"
+#include "common/ring.h"
+#include "tests/unit/unit.h"
 
 static struct ring *ring_new(uint32_t cap, uint32_t slots, uint32_t batch, uint64_t base, size_t *bytes)
 {

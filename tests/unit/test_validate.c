@@ -3,10 +3,10 @@
 #include <errno.h>
 #include <string.h>
 
-#include "answer.h"
-#include "query.h"
-#include "unit.h"
-#include "validate.h"
+#include "frontend/answer.h"
+#include "frontend/query.h"
+#include "tests/unit/unit.h"
+#include "frontend/validate.h"
 
 #define MAX_BODY 4096
 

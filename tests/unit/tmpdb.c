@@ -1,12 +1,12 @@
 /* Scratch SQLite files for unit tests; see tmpdb.h. */
-#include "tmpdb.h"
+#include "tests/unit/tmpdb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "unit.h"
+#include "common/log.h"
+#include "tests/unit/unit.h"
 
 void tmpdb_make(struct tmpdb *t, const char *name)
 {

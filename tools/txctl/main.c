@@ -1,29 +1,37 @@
 /* txctl: the operator's inspector. Maps the shared segment read-only and
  * prints counters, queue and children (plain or --json), like varnishstat;
- * also seeds demo ledgers. It never writes the segment. */
+ * also seeds demo ledgers and migrates a SQLite ledger to PostgreSQL. It
+ * never writes the segment. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "ledger.h"
-#include "log.h"
-#include "shm.h"
-#include "stats.h"
-#include "top.h"
+#include "ledger/ledger.h"
+#include "common/log.h"
+#include "common/shm.h"
+#include "common/stats.h"
+#include "tools/txctl/top.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: txctl [--shm-name NAME] stats|children|queue [--json]\n"
             "       txctl [--shm-name NAME] top [--interval SECONDS] [--iterations N]\n"
-            "       txctl seed --db PATH --accounts N [--seed S]\n\n"
+            "       txctl seed --db PATH|URI --accounts N [--seed S]\n"
+            "       txctl migrate --from users.db --to postgresql://USER@HOST:PORT/DB\n\n"
             "  stats      counters, rates, latency percentiles, queue\n"
             "  children   frontend and worker processes: pid, state, restarts, uptime\n"
             "  queue      depth, claimed, capacity, high-water mark\n"
             "  top        live view refreshed every second; q or Ctrl-C quits (plain lines on a pipe)\n"
-            "  seed       create a demo ledger (card numbers 6219 8619 NNNN 8640)\n\n"
+            "  seed       create a demo ledger (card numbers 6219 8619 NNNN 8640) in a SQLite\n"
+            "             file or a PostgreSQL database (URI or conninfo)\n"
+            "  migrate    copy a SQLite ledger (txprocd's or the prototype's users.db) into an\n"
+            "             empty PostgreSQL ledger, then check counts and balance sum match\n\n"
+            "  PostgreSQL passwords come from the URI, PGPASSFILE (~/.pgpass) or PGPASSWORD;\n"
+            "  txctl never prints them.\n"
             "  --shm-name NAME  segment to inspect (default $TXP_SHM_NAME or /txprocd-8000)\n"
             "  --json           machine-readable output\n");
 }
@@ -171,15 +179,64 @@ static int cmd_seed(int argc, char **argv)
             return 2;
     }
     if (db == NULL || accounts == 0) {
-        fprintf(stderr, "txctl: seed needs --db PATH and --accounts N (N >= 1)\n");
+        fprintf(stderr, "txctl: seed needs --db PATH|URI and --accounts N (N >= 1)\n");
         return 2;
     }
     log_set_role("txctl");
     return ledger_seed(db, accounts, seed) == 0 ? 0 : 1;
 }
 
+static int cmd_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = { { "from", required_argument, NULL, 'f' },
+                                          { "to", required_argument, NULL, 't' },
+                                          { NULL, 0, NULL, 0 } };
+    const char *from = NULL, *to = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 'f')
+            from = optarg;
+        else if (c == 't')
+            to = optarg;
+        else
+            return 2;
+    }
+    if (from == NULL || to == NULL || optind != argc) {
+        fprintf(stderr, "txctl: migrate needs --from SQLITE_PATH and --to POSTGRESQL_URI\n");
+        return 2;
+    }
+    if (ledger_backend_of(from) != LEDGER_SQLITE || ledger_backend_of(to) != LEDGER_POSTGRES) {
+        fprintf(stderr, "txctl: migrate copies a SQLite file (--from) into PostgreSQL (--to "
+                        "postgresql://... or host=... dbname=...)\n");
+        return 2;
+    }
+    if (access(from, R_OK) != 0) {
+        fprintf(stderr, "txctl: migrate: cannot read %s: %s\n", from, strerror(errno));
+        return 1;
+    }
+    log_set_role("txctl");
+    return ledger_migrate(from, to) == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    /* Copies of the arguments go to the commands; the originals, which
+     * /proc shows other users, lose any ledger password. */
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (args == NULL) {
+        fprintf(stderr, "txctl: out of memory\n");
+        return 1;
+    }
+    for (int k = 0; k < argc; k++) {
+        args[k] = strdup(argv[k]);
+        if (args[k] == NULL) {
+            fprintf(stderr, "txctl: out of memory\n");
+            return 1;
+        }
+        ledger_hide_password(argv[k]);
+    }
+    argv = args;
     const char *shm_name = getenv("TXP_SHM_NAME");
     if (shm_name == NULL || shm_name[0] == '\0')
         shm_name = "/txprocd-8000";
@@ -211,6 +268,8 @@ int main(int argc, char **argv)
             cmd = argv[i];
             if (strcmp(cmd, "seed") == 0)
                 return cmd_seed(argc - i, argv + i);
+            if (strcmp(cmd, "migrate") == 0)
+                return cmd_migrate(argc - i, argv + i);
         } else {
             fprintf(stderr, "txctl: unexpected argument '%s' (see --help)\n", argv[i]);
             return 2;

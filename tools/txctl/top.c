@@ -2,7 +2,7 @@
  * counters, so nothing is added to the server for it. On a terminal the
  * screen is redrawn in place and stdin is read raw for 'q'; on a pipe it
  * degrades to one plain line per interval. */
-#include "top.h"
+#include "tools/txctl/top.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "stats.h"
+#include "common/clock.h"
+#include "common/stats.h"
 
 static volatile sig_atomic_t top_interrupted;
 

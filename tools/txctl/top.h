@@ -2,7 +2,7 @@
 #ifndef TXP_TOP_H
 #define TXP_TOP_H
 
-#include "shm.h"
+#include "common/shm.h"
 
 /* On a terminal: redraws the screen until 'q' or Ctrl-C (or iterations, if
  * > 0). Otherwise: one plain summary line per interval. Returns an exit code. */

@@ -1,7 +1,8 @@
-/* SQLite plumbing shared by the ledger's three parts (schema.c: create and
- * migrate, seed.c: demo accounts, ledger.c: batch apply), so that opening a
+/* SQLite plumbing shared by the SQLite backend's parts (sqlite_schema.c:
+ * create and migrate, sqlite_seed.c: demo accounts, sqlite_write.c: batch
+ * apply), so that opening a
  * file, running fixed SQL and classifying errors happen the same way in each.
- * Private to worker/: nothing outside the ledger includes this. */
+ * Private to ledger/: nothing outside the ledger includes this. */
 #ifndef TXP_LEDGER_DB_H
 #define TXP_LEDGER_DB_H
 

@@ -1,4 +1,4 @@
-/* Brings any users.db up to the current schema before the workers start: a
+/* Brings any SQLite ledger (users.db) up to the current schema before the workers start: a
  * missing file gets the prototype tables, a prototype file is migrated in
  * place without losing a row, and the totals the master needs are read once.
  *
@@ -15,7 +15,7 @@
  *      request was rejected), original_txid (a duplicate's first request),
  *      idempotency_key, prev_txid and counterparty_prev_txid; users gains
  *      last_txid, opened_at and the n_* counts (statements, see STATEMENTS
- *      in ledger.h), so an INSERT INTO users must now name its columns; the
+ *      in ledger/sqlite.h), so an INSERT INTO users must now name its columns; the
  *      idempotency_keys table
  *
  * Migrations only add: the prototype keeps working on a migrated file. Each
@@ -24,9 +24,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ledger.h"
-#include "ledger_db.h"
-#include "log.h"
+#include "common/log.h"
+#include "ledger/backend.h"
+#include "ledger/sqlite.h"
+#include "ledger/sqlite_db.h"
 
 /* The prepare step may meet a previous instance's last writes or a txctl
  * reading; give them time rather than fail the start. */
@@ -239,9 +240,8 @@ static int read_totals(sqlite3 *db, const char *db_path, struct ledger_totals *o
     return 0;
 }
 
-int ledger_prepare(const char *db_path, struct ledger_totals *out)
+int sqlite_ledger_prepare(const char *db_path, struct ledger_totals *out)
 {
-    memset(out, 0, sizeof *out);
     sqlite3 *db = ldb_open(db_path, 1);
     if (db == NULL)
         return -1;

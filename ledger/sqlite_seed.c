@@ -1,4 +1,4 @@
-/* Demo and benchmark ledgers: fills an empty users table with deterministic
+/* Demo and benchmark SQLite ledgers: fills an empty users table with deterministic
  * accounts in the prototype's format, fast enough for a million rows (one
  * transaction, one prepared INSERT, no fsync until the end). */
 #include <errno.h>
@@ -8,36 +8,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "ledger.h"
-#include "ledger_db.h"
-#include "log.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "ledger/backend.h"
+#include "ledger/sqlite_db.h"
 
 #define SEED_PROGRESS_EVERY 100000u
 #define SEED_CACHE_KIB 65536 /* page cache for the bulk insert only */
-
-void ledger_seed_card(unsigned i, char out[TXN_CARD_MAX + 1])
-{
-    if (i < 10000)
-        snprintf(out, TXN_CARD_MAX + 1, "6219 8619 %04u 8640", i);
-    else
-        snprintf(out, TXN_CARD_MAX + 1, "6220 %04u %04u 8640", (i / 10000) % 10000, i % 10000);
-}
-
-/* splitmix64: tiny, fast, and the same sequence on every platform. */
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static int64_t seed_balance(uint64_t *state)
-{
-    const uint64_t span = LEDGER_SEED_BALANCE_MAX - LEDGER_SEED_BALANCE_MIN + 1;
-    return LEDGER_SEED_BALANCE_MIN + (int64_t)(splitmix64(state) % span);
-}
 
 static int insert_accounts(sqlite3 *db, unsigned accounts, unsigned seed, int64_t *sum)
 {
@@ -48,7 +25,7 @@ static int insert_accounts(sqlite3 *db, unsigned accounts, unsigned seed, int64_
     for (unsigned i = 0; rc == SQLITE_OK && i < accounts; i++) {
         char card[TXN_CARD_MAX + 1];
         ledger_seed_card(i, card);
-        int64_t balance = seed_balance(&state);
+        int64_t balance = ledger_seed_balance(&state);
         rc = sqlite3_bind_text(st, 1, card, -1, SQLITE_TRANSIENT);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(st, 2, balance);
@@ -111,13 +88,8 @@ static int seed_into(sqlite3 *db, const char *db_path, unsigned accounts, unsign
     return 0;
 }
 
-int ledger_seed(const char *db_path, unsigned accounts, unsigned seed)
+int sqlite_ledger_seed(const char *db_path, unsigned accounts, unsigned seed)
 {
-    if (accounts > LEDGER_SEED_MAX_ACCOUNTS) {
-        log_error("cannot seed %u accounts: card numbers run out at %u", accounts,
-                  LEDGER_SEED_MAX_ACCOUNTS);
-        return -1;
-    }
     sqlite3 *db = ldb_open(db_path, 1);
     if (db == NULL)
         return -1;

@@ -1,14 +1,15 @@
-/* The frontend's read-only view of the ledger: one SQLite connection opened
- * read-only at start, with every statement prepared once. Used to answer
- * GET /transaction/<id>, GET /balance, GET /accounts/<card>[/transactions]
- * and the Idempotency-Key check before queueing; the frontend never writes. */
+/* The read-only view of the ledger that frontends (and txctl) use, on either
+ * backend: one connection per process with every statement prepared once.
+ * Used to answer GET /transaction/<id>, GET /balance, GET /accounts/<card>
+ * [/transactions] and the Idempotency-Key check before queueing; readers
+ * never write. */
 #ifndef TXP_LOOKUP_H
 #define TXP_LOOKUP_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "txn.h"
+#include "common/txn.h"
 
 struct lookup;
 
@@ -36,11 +37,12 @@ struct lookup_txn {
 enum lookup_result {
     LOOKUP_FOUND = 1,
     LOOKUP_NOT_FOUND = 0,
-    LOOKUP_ERROR = -1,       /* SQLite failed (busy past the timeout...); logged */
+    LOOKUP_ERROR = -1,       /* the database failed (busy past the timeout, unreachable,
+                              * no answer in time...); logged */
 };
 
 /* An account as GET /accounts/<card> shows it: users' row, with the counts
- * the workers keep there (worker/ledger.h, STATEMENTS) over the rows of its
+ * the workers keep there (ledger/sqlite.h, STATEMENTS) over the rows of its
  * statement: applied ones by kind from this account's side (an opening only
  * in total), rejected = refused ones, total = all of them. */
 struct lookup_account {
@@ -69,8 +71,17 @@ struct lookup_stmt_row {
 
 #define LOOKUP_STATEMENT_MAX 1000
 
-/* Opens db_path read-only with a busy timeout. NULL on failure (logged). */
-struct lookup *lookup_open(const char *db_path);
+/* The longest a frontend lets one read block its event loop (it also stays
+ * under --http-timeout). */
+#define LOOKUP_WAIT_MAX_MS 2000
+
+/* Opens a reader. SQLite: the file read-only, with a busy timeout.
+ * PostgreSQL: nothing is connected until the first read; each read waits
+ * at most timeout_ms (connection included), and after a failure the
+ * reader stays down (LOOKUP_ERROR at once) for a second before it tries
+ * again, so an unreachable server costs one wait, not one per request.
+ * NULL on failure (logged). */
+struct lookup *lookup_open(const char *db, int timeout_ms);
 void lookup_close(struct lookup *l);
 
 enum lookup_result lookup_txn(struct lookup *l, uint64_t txid, struct lookup_txn *out);
@@ -90,7 +101,7 @@ enum lookup_result lookup_account(struct lookup *l, const char *card, size_t car
  * for the next page). limit is capped at LOOKUP_STATEMENT_MAX; rows has room
  * for that many entries. FOUND with *n rows (maybe 0); NOT_FOUND when
  * before_txid is not in the ledger or is a row of other accounts only;
- * ERROR on SQLite failure. An unknown account has no rows (FOUND, 0):
+ * ERROR on a database failure. An unknown account has no rows (FOUND, 0):
  * lookup_account tells whether it exists. Costs one lookup by txid per row
  * returned, whatever the size of the history. */
 enum lookup_result lookup_statement(struct lookup *l, const char *card, size_t card_len,

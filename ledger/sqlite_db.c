@@ -1,14 +1,14 @@
 /* SQLite plumbing shared by the ledger's schema, seed and apply code: one way
  * to open the file, run fixed SQL and tell a passing error from a permanent
  * one. */
-#include "ledger_db.h"
+#include "ledger/sqlite_db.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "common/log.h"
 
 sqlite3 *ldb_open(const char *db_path, int create)
 {

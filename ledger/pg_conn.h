@@ -1,0 +1,101 @@
+/* libpq plumbing for the PostgreSQL backend: one connection with a deadline
+ * on every round trip (a dead or partitioned server never hangs a worker or
+ * a frontend's event loop past it), reconnection after a failure, error
+ * classification by SQLSTATE (what is worth retrying), array parameters for
+ * whole-batch statements, and a description of a conninfo that never shows
+ * its password. Private to ledger/. */
+#ifndef TXP_LEDGER_PG_CONN_H
+#define TXP_LEDGER_PG_CONN_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger/backend.h"
+
+#define PGC_STR_(x) #x
+#define PGC_STR(x) PGC_STR_(x)
+
+/* The advisory lock that makes one instance per ledger (two int4 keys:
+ * "tx" and the node). */
+#define PGC_GUARD_KEY1 29816
+#define PGC_GUARD_KEY2 0
+
+/* Prepared on every (re)connection. */
+struct pgc_stmt {
+    const char *name;
+    const char *sql;
+    int nparams;
+};
+
+struct pgc {
+    PGconn *conn;           /* NULL while disconnected */
+    char *conninfo;
+    const char *app;        /* fallback_application_name */
+    int timeout_ms;         /* each round trip */
+    const struct pgc_stmt *stmts;
+    unsigned n_stmts;
+    const char *session_sql; /* run after connecting (SETs), or NULL */
+    char sqlstate[6];       /* of the last failure; "" for a lost connection */
+    char error[224];        /* "<SQLSTATE>: <message> (<what>)" of the last failure */
+    int broken;             /* the connection is gone: reconnect before the next use */
+    int down_logged;        /* "cannot connect" said once per outage */
+};
+
+/* A connection handle; nothing is connected yet. NULL on out of memory. */
+struct pgc *pgc_new(const char *conninfo, const char *app, int timeout_ms);
+void pgc_free(struct pgc *c);
+
+/* Connects if not connected (or broken), prepares c->stmts and runs
+ * c->session_sql. 0, or -1 with c->error set. */
+int pgc_ensure(struct pgc *c);
+/* Closes the connection (the next pgc_ensure reconnects). */
+void pgc_drop(struct pgc *c);
+
+/* Runs sql (or, when prepared is set, the prepared statement of that name)
+ * with text parameters (NULL entries are SQL NULL) and waits for its result
+ * until the deadline. Returns the result when its status is
+ * PGRES_COMMAND_OK or PGRES_TUPLES_OK (the caller PQclear()s it), else NULL
+ * with c->sqlstate/c->error set and, for a lost or timed-out connection,
+ * c->broken. */
+PGresult *pgc_exec(struct pgc *c, const char *what, const char *sql, int prepared, int nparams,
+                   const char *const *values);
+
+/* LB_RETRY for failures that may pass (lost connection, timeout, deadlock,
+ * serialization failure, lock timeout, shutdown, read-only standby,
+ * resources), LB_FATAL otherwise, after a NULL from pgc_exec. */
+enum lb_rc pgc_classify(const struct pgc *c);
+
+/* For ledger_describe: host(s), port, dbname, user of a conninfo or URI. */
+void pgc_describe(const char *conninfo, char *out, size_t cap);
+
+/* A connection holding the instance's advisory lock; NULL (logged) when
+ * another instance holds it past wait_ms or the server is unreachable. */
+struct pgc *pgc_guard(const char *conninfo, int wait_ms);
+
+/* 1 while the connection looks alive, without a round trip (reads what
+ * the server sent, if anything: a server that went away has closed it). */
+int pgc_alive(struct pgc *c);
+/* Takes the instance's advisory lock on c (connecting if needed): 1 taken,
+ * 0 another session holds it, -1 the server could not be asked. */
+int pgc_take_guard(struct pgc *c);
+
+/* Builds the text form of a one-dimensional array parameter, "{1,NULL,"a b"}". */
+struct pgarr {
+    char *buf;
+    size_t len, cap;
+    int failed; /* out of memory: the array is unusable */
+};
+void pgarr_begin(struct pgarr *a);
+void pgarr_int(struct pgarr *a, int64_t v);
+void pgarr_null(struct pgarr *a);
+void pgarr_text(struct pgarr *a, const char *s, size_t len);
+/* Closes the array; returns its text (valid until the next begin), or NULL
+ * if memory ran out. */
+const char *pgarr_end(struct pgarr *a);
+void pgarr_free(struct pgarr *a);
+
+/* A column of a result row as int64 (0 for NULL); *is_null if given. */
+int64_t pgc_int(const PGresult *r, int row, int col, int *is_null);
+
+#endif
