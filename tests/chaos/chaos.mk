@@ -2,7 +2,12 @@
 # ledger (tests/chaos/chaos.py). CHAOS_SECONDS bounds the run (CI uses 60).
 CHAOS_SECONDS ?= 300
 
+# CHAOS_BACKEND=postgres runs it on a throwaway PostgreSQL (tools/pg/pgtmp.sh),
+# crash-restarting the database server once as well.
+CHAOS_BACKEND ?= sqlite
+
 .PHONY: chaos
 chaos: deps
+	@if [ "$(CHAOS_BACKEND)" = postgres ]; then sh tools/deps.sh $(PG_TEST_PACKAGES); fi
 	@$(MAKE) --no-print-directory all
-	TXP_BUILD=$(BUILD) $(PYTHON) tests/chaos/chaos.py --seconds $(CHAOS_SECONDS)
+	TXP_BUILD=$(BUILD) $(PYTHON) tests/chaos/chaos.py --seconds $(CHAOS_SECONDS) --backend $(CHAOS_BACKEND)

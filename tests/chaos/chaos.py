@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """Chaos run: while a load of valid and invalid requests runs, repeatedly
 kill -9 random workers and frontends, SIGSTOP/SIGCONT workers, and once kill
-the master and start a new one on the same segment. Then check, from the
-ledger alone, that every transaction that got a 202 is recorded exactly once,
-that money is conserved, that no balance is negative and that no transaction
-is recorded that was never sent.
+the master and start a new one on the same segment; on PostgreSQL also
+crash-restart the database server once (pg_ctl restart -m immediate). Then
+check, from the ledger alone, that every transaction that got a 202 is
+recorded exactly once, that money is conserved, that no balance is negative
+and that no transaction is recorded that was never sent.
 
-    tests/chaos/chaos.py --seconds 60 [--build build] [--seed 1]
+    tests/chaos/chaos.py --seconds 60 [--build build] [--seed 1] [--backend sqlite|postgres]
+
+With --backend postgres the ledger is a throwaway PostgreSQL cluster
+(tools/pg/pgtmp.sh) in the work directory, destroyed at the end.
 
 Exit status 0 when every check holds; the figures are printed either way."""
 import argparse
@@ -42,13 +46,59 @@ def free_port():
         return s.getsockname()[1]
 
 
+PGTMP = os.path.join(ROOT, "tools", "pg", "pgtmp.sh")
+
+
+class Ledger:
+    """Where the server keeps its ledger: a SQLite file or a database of a
+    throwaway PostgreSQL cluster of this run's own."""
+
+    def __init__(self, backend, workdir):
+        self.backend = backend
+        self.cluster = None
+        if backend == "sqlite":
+            self.db = os.path.join(workdir, "users.db")
+            return
+        os.chmod(workdir, 0o755)  # as root, the cluster runs as the postgres user
+        self.cluster = os.path.join(workdir, "pg")
+        out = subprocess.run(["sh", PGTMP, "start", self.cluster], check=True,
+                             capture_output=True, text=True, timeout=300)
+        self.db = out.stdout.strip().splitlines()[-1]
+
+    def query(self, sql):
+        if self.backend == "sqlite":
+            con = sqlite3.connect("file:%s?mode=ro" % self.db, uri=True, timeout=30)
+            try:
+                return con.execute(sql).fetchall()
+            finally:
+                con.close()
+        import psycopg2
+        con = psycopg2.connect(self.db)
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)
+                return [tuple(int(v) if type(v).__name__ == "Decimal" else v for v in r)
+                        for r in cur.fetchall()]
+        finally:
+            con.close()
+
+    def crash_restart(self):
+        subprocess.run(["sh", PGTMP, "restart", self.cluster, "--mode", "immediate"], check=True,
+                       capture_output=True, timeout=300)
+
+    def destroy(self):
+        if self.cluster:
+            subprocess.run(["sh", PGTMP, "destroy", self.cluster], capture_output=True, timeout=300)
+
+
 class Server:
     """The txprocd under test; restartable on the same port, db and shm name."""
 
-    def __init__(self, build, workdir, seed):
+    def __init__(self, build, workdir, seed, ledger):
         self.bin = os.path.join(ROOT, build, "txprocd")
         self.txctl = os.path.join(ROOT, build, "txctl")
-        self.db = os.path.join(workdir, "users.db")
+        self.ledger = ledger
+        self.db = ledger.db
         self.log = open(os.path.join(workdir, "txprocd.log"), "ab")
         self.port = free_port()
         self.shm = "/txp-chaos-%d" % os.getpid()
@@ -241,13 +291,11 @@ class Chaos:
         self.recovery.append(("master kill", time.monotonic() - t0))
 
 
-def check_ledger(db, initial, load):
-    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=30)
-    rows = con.execute("SELECT txid, card_number, amount, status FROM transactions "
-                       "WHERE txid IS NOT NULL").fetchall()
-    total = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
-    negative = con.execute("SELECT COUNT(*) FROM users WHERE balance < 0").fetchone()[0]
-    con.close()
+def check_ledger(ledger, initial, load):
+    rows = ledger.query("SELECT txid, card_number, amount, status FROM transactions "
+                        "WHERE txid IS NOT NULL")
+    total = ledger.query("SELECT SUM(balance) FROM users")[0][0]
+    negative = ledger.query("SELECT COUNT(*) FROM users WHERE balance < 0")[0][0]
     problems = []
     by_id = collections.defaultdict(list)
     for txid, c, a, st in rows:
@@ -306,15 +354,19 @@ def main():
     ap.add_argument("--build", default=os.environ.get("TXP_BUILD", "build"))
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="txp-chaos-")
-    srv = Server(args.build, work, args.seed)
-    con = sqlite3.connect(srv.db)
-    initial = con.execute("SELECT SUM(balance) FROM users").fetchone()[0]
-    con.close()
-    print("chaos: %d s, seed %d, work dir %s" % (args.seconds, args.seed, work), flush=True)
-    return run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+    ledger = Ledger(args.backend, work)
+    try:
+        srv = Server(args.build, work, args.seed, ledger)
+        initial = ledger.query("SELECT SUM(balance) FROM users")[0][0]
+        print("chaos: %d s, seed %d, %s ledger, work dir %s" % (args.seconds, args.seed, args.backend,
+                                                               work), flush=True)
+        return run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+    finally:
+        ledger.destroy()
 
 
 def run(args, rng, work, srv, initial):
@@ -323,12 +375,18 @@ def run(args, rng, work, srv, initial):
     chaos = Chaos(srv, rng)
     t_end = time.monotonic() + args.seconds
     master_kill_at = time.monotonic() + args.seconds / 2
+    db_crash_at = time.monotonic() + args.seconds / 4 if srv.ledger.backend == "postgres" else None
     load.start()
     try:
         while time.monotonic() < t_end:
             time.sleep(rng.uniform(0.05, 0.6))
             chaos.cont_due()
             chaos.watch_recoveries()
+            if db_crash_at and time.monotonic() >= db_crash_at:
+                srv.ledger.crash_restart()
+                chaos.counts["PostgreSQL restart -m immediate"] += 1
+                db_crash_at = None
+                continue
             if master_kill_at and time.monotonic() >= master_kill_at:
                 chaos.cont_due(force=True)
                 chaos.kill_master()
@@ -355,7 +413,7 @@ def run(args, rng, work, srv, initial):
     drain_s = time.monotonic() - t0
     adopted = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
                if "adopted abandoned segment" in line]
-    problems, recorded = check_ledger(srv.db, initial, load)
+    problems, recorded = check_ledger(srv.ledger, initial, load)
     gave_up = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
                if "CRASH LOOP" in line or "can run; shutting down" in line]
     if gave_up:

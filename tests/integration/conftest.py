@@ -1,6 +1,20 @@
 """Shared machinery for the black-box tests: start a real txprocd on a seeded
-temporary ledger, talk to it over HTTP and through txctl, read its SQLite
-ledger directly, and always clean up every process it started.
+temporary ledger, talk to it over HTTP and through txctl, read its ledger
+directly (SQLite file or PostgreSQL database), and always clean up every
+process it started.
+
+BACKENDS
+  Every test that uses the backend fixture (directly, or through server,
+  server_factory or shared_server) runs once per ledger backend: "sqlite"
+  (a file in the test's directory) and "postgres" (a fresh database in one
+  throwaway PostgreSQL cluster per pytest process, tests/integration/pg.py).
+  TXP_TEST_BACKENDS=sqlite (or postgres) narrows the run. A test marked
+  sqlite_only (it pokes at SQLite files: WAL locks, copies, a full tmpfs,
+  fsyncs) or backend_independent (HTTP parsing, segment hardening, the
+  supervisor's handling of children: the ledger plays no part) runs on
+  SQLite only; tests/integration/test_postgres.py has what only PostgreSQL
+  must survive. Ledger helpers (db_query, balance_sum,
+  ledger_invariant...) take either a path or a PostgreSQL URI.
 
 Binaries come from $TXP_BUILD (default "build") relative to the repository
 root, so the same suite runs against build/ and build-san/.
@@ -22,6 +36,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+import pg
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / os.environ.get("TXP_BUILD", "build")
@@ -131,6 +147,29 @@ def seed_db(path, accounts=1000, seed=1):
     return Path(path)
 
 
+def is_pg(db):
+    return str(db).startswith("postgresql://")
+
+
+def new_pg_db():
+    """The URI of a fresh, empty database in this run's PostgreSQL cluster."""
+    return pg.cluster().new_database()
+
+
+def seed_pg_db(accounts=1000, seed=1):
+    uri = new_pg_db()
+    run_txctl("seed", "--db", uri, "--accounts", accounts, "--seed", seed, timeout=120)
+    return uri
+
+
+def seed_ledger(backend, path, accounts=1000, seed=1):
+    """A seeded ledger of that backend: path for SQLite, a new database for
+    PostgreSQL. Returns what --db takes."""
+    if backend == "postgres":
+        return seed_pg_db(accounts, seed)
+    return seed_db(path, accounts, seed)
+
+
 def run_txprocd_briefly(args, env=None, timeout=10):
     """Runs txprocd expecting it to exit on its own (--help, bad config).
     Returns (returncode, stdout, stderr); a server that keeps running is
@@ -175,10 +214,15 @@ class Server:
     loopback port and a unique shared-memory name, logging to a file."""
 
     def __init__(self, workdir, db=None, accounts=1000, seed=1, args=(), env=None,
-                 workers=None, frontends=None, via_env=False, omit=(), binary=None):
+                 workers=None, frontends=None, via_env=False, omit=(), binary=None,
+                 backend="sqlite"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.db = Path(db) if db else seed_db(self.workdir / "users.db", accounts, seed)
+        if db:
+            self.db = db if is_pg(db) else Path(db)
+        else:
+            self.db = seed_ledger(backend, self.workdir / "users.db", accounts, seed)
+        self.backend = "postgres" if is_pg(self.db) else "sqlite"
         self.extra_args = [str(a) for a in args]
         if workers is not None:
             self.extra_args += ["--workers", str(workers)]
@@ -608,26 +652,78 @@ def db_connect(path):
     return con
 
 
-def db_query(path, sql, args=()):
-    con = db_connect(path)
+def _pg_sql(sql):
+    """SQLite's ? placeholders as psycopg2's %s (and a literal % doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def db_query(db, sql, args=()):
+    """Rows of sql on either backend, as tuples; numbers as Python ints."""
+    if is_pg(db):
+        con = pg.connect(db)
+        try:
+            with con.cursor() as cur:
+                cur.execute(_pg_sql(sql), tuple(args))
+                rows = cur.fetchall() if cur.description else []
+        finally:
+            con.close()
+        # SUM() is numeric on PostgreSQL: make it the int SQLite returns.
+        return [tuple(int(v) if type(v).__name__ == "Decimal" else v for v in r) for r in rows]
+    con = db_connect(db)
     try:
         return con.execute(sql, args).fetchall()
     finally:
         con.close()
 
 
-def _sum_balances(con):
-    # Summed in Python: one account may legitimately sit near INT64_MAX, and
-    # SQLite's SUM() raises on int64 overflow.
-    return sum(b for (b,) in con.execute("SELECT balance FROM users"))
-
-
-def balance_sum(path):
-    con = sqlite3.connect(str(path), timeout=10)
+def db_exec(db, sql, args=()):
+    """Runs one writing statement on either backend and commits it."""
+    if is_pg(db):
+        con = pg.connect(db)
+        try:
+            with con.cursor() as cur:
+                cur.execute(_pg_sql(sql), tuple(args))
+        finally:
+            con.close()
+        return
+    con = sqlite3.connect(str(db), timeout=10)
     try:
-        return _sum_balances(con)
+        con.execute(sql, args)
+        con.commit()
     finally:
         con.close()
+
+
+class ledger_write_lock:
+    """Holds the ledger's write lock for the with block, as another writer
+    would: workers block on it (and retry past their lock timeout) while
+    reads go on. SQLite: BEGIN IMMEDIATE. PostgreSQL: users in EXCLUSIVE
+    mode, which SELECT ... FOR UPDATE waits for and plain SELECTs do not."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        if is_pg(self.db):
+            self.con = pg.connect(self.db)
+            self.con.autocommit = False
+            self.con.cursor().execute("LOCK TABLE users IN EXCLUSIVE MODE")
+        else:
+            self.con = sqlite3.connect(str(self.db), timeout=10, isolation_level=None)
+            self.con.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.con.rollback() if is_pg(self.db) else self.con.execute("ROLLBACK")
+        finally:
+            self.con.close()
+
+
+def balance_sum(db):
+    # Summed in Python: one account may legitimately sit near INT64_MAX, and
+    # SQLite's SUM() raises on int64 overflow.
+    return sum(b for (b,) in db_query(db, "SELECT balance FROM users"))
 
 
 def ledger_invariant(path, initial_sum):
@@ -637,23 +733,18 @@ def ledger_invariant(path, initial_sum):
     openings; a transfer only moves money, so it is left out); no balance is
     negative; every status is a known final one; every transfer row is one
     positive amount with its counterparty."""
-    con = db_connect(path)
-    try:
-        total = _sum_balances(con)
-        # Rows without a txid predate txprocd (a migrated prototype ledger);
-        # rows without a kind predate transfers (the sign of amount tells).
-        applied = con.execute("SELECT COALESCE(SUM(amount), 0) FROM transactions "
-                              "WHERE txid IS NOT NULL AND status = 'applied' "
-                              "AND COALESCE(kind, '') <> 'transfer'").fetchone()[0]
-        negative = con.execute("SELECT card_number, balance FROM users WHERE balance < 0 "
-                               "LIMIT 5").fetchall()
-        statuses = {s for (s,) in con.execute("SELECT DISTINCT status FROM transactions "
-                                              "WHERE txid IS NOT NULL")}
-        bad_transfers = con.execute(
-            "SELECT txid, amount, counterparty FROM transactions WHERE kind = 'transfer' "
-            "AND (amount <= 0 OR counterparty IS NULL) LIMIT 5").fetchall()
-    finally:
-        con.close()
+    total = balance_sum(path)
+    # Rows without a txid predate txprocd (a migrated prototype ledger);
+    # rows without a kind predate transfers (the sign of amount tells).
+    applied = db_query(path, "SELECT COALESCE(SUM(amount), 0) FROM transactions "
+                             "WHERE txid IS NOT NULL AND status = 'applied' "
+                             "AND COALESCE(kind, '') <> 'transfer'")[0][0]
+    negative = db_query(path, "SELECT card_number, balance FROM users WHERE balance < 0 LIMIT 5")
+    statuses = {s for (s,) in db_query(path, "SELECT DISTINCT status FROM transactions "
+                                             "WHERE txid IS NOT NULL")}
+    bad_transfers = db_query(
+        path, "SELECT txid, amount, counterparty FROM transactions WHERE kind = 'transfer' "
+              "AND (amount <= 0 OR counterparty IS NULL) LIMIT 5")
     assert total == initial_sum + applied, \
         "sum(balance)=%d, expected %d + %d" % (total, initial_sum, applied)
     assert not negative, "negative balances: %r" % negative
@@ -977,14 +1068,80 @@ def _every_server_log_scanned():
     assert not bad, "sanitizer reports in server logs:\n" + "\n\n".join(bad)
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+def selected_backends():
+    chosen = [b.strip() for b in os.environ.get("TXP_TEST_BACKENDS", ",".join(BACKENDS)).split(",")
+              if b.strip()]
+    unknown = set(chosen) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError("TXP_TEST_BACKENDS: unknown backend(s) %s" % ", ".join(unknown))
+    return chosen
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only: the test pokes at SQLite files; "
+                                       "it runs on the SQLite backend only")
+    config.addinivalue_line("markers", "backend_independent: the ledger backend plays no part; "
+                                       "the test runs once, on SQLite")
+    config.addinivalue_line("markers", "postgres_only: what only the PostgreSQL backend has; "
+                                       "runs when TXP_TEST_BACKENDS has postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without SQLite in TXP_TEST_BACKENDS, only what runs on PostgreSQL is
+    kept: tests parametrized with backend=postgres and the postgres_only
+    modules (the rest would repeat the SQLite half). Without PostgreSQL, the
+    postgres_only ones go."""
+    backends = selected_backends()
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and callspec.params.get("backend") == "postgres"
+        pg_only = item.get_closest_marker("postgres_only") is not None
+        if pg_only:
+            wanted = "postgres" in backends
+        elif "sqlite" not in backends:
+            wanted = on_pg
+        else:
+            wanted = True
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def pytest_generate_tests(metafunc):
+    """The backend fixture's parameters: every selected backend, or SQLite
+    alone for a test marked sqlite_only."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    backends = selected_backends()
+    if (metafunc.definition.get_closest_marker("sqlite_only") or
+            metafunc.definition.get_closest_marker("backend_independent")):
+        backends = [b for b in backends if b == "sqlite"]
+    if metafunc.definition.get_closest_marker("postgres_only"):
+        backends = [b for b in backends if b == "postgres"]
+    metafunc.parametrize("backend", backends, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def backend(request):
+    """"sqlite" or "postgres": the ledger backend this run of the test uses."""
+    return request.param
+
+
 @pytest.fixture
-def server_factory(tmp_path):
-    """make(**Server kwargs) -> started Server; every server is stopped (and
-    checked for a clean exit) at teardown unless the test already did."""
+def server_factory(tmp_path, backend):
+    """make(**Server kwargs) -> started Server on this run's backend; every
+    server is stopped (and checked for a clean exit) at teardown unless the
+    test already did."""
     servers = []
     counter = itertools.count()
 
     def make(start=True, **kw):
+        kw.setdefault("backend", backend)
         s = Server(tmp_path / ("srv%d" % next(counter)), **kw)
         servers.append(s)
         return s.start() if start else s
@@ -1007,9 +1164,9 @@ def server(server_factory):
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
+def shared_server(tmp_path_factory, backend):
     """One server for a module's tests that only add independent traffic."""
-    s = Server(tmp_path_factory.mktemp("shared"))
+    s = Server(tmp_path_factory.mktemp("shared"), backend=backend)
     try:
         s.start()
         yield s

@@ -2,14 +2,13 @@
 import http.client
 import json
 import socket
-import sqlite3
 import time
 
 import pytest
 import requests
 
 from conftest import (HTTP_TIMEOUT, assert_counters_match_db, assert_error, card, cont_workers,
-                      stop_workers, unknown_card, wait_until)
+                      db_exec, ledger_write_lock, stop_workers, unknown_card, wait_until)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -95,11 +94,8 @@ def test_int64_overflow_is_rejected(server_factory):
     # (and all others empty, so that the ledger's total still fits in int64).
     srv = server_factory(start=False)
     c = card(8)
-    con = sqlite3.connect(str(srv.db))
-    con.execute("UPDATE users SET balance = 0")
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (2 ** 63 - 10, c))
-    con.commit()
-    con.close()
+    db_exec(srv.db, "UPDATE users SET balance = 0")
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (2 ** 63 - 10, c))
     srv.start()
     txid = srv.submit(c, 11)
     assert srv.wait_final([txid], timeout=15)[txid] == "rejected"
@@ -585,9 +581,7 @@ def test_claimed_entries_report_queued(server_factory):
     nor in the ledger: GET must still find it. Holding the ledger's write
     lock keeps the worker's claim uncommitted for as long as the test needs."""
     srv = server_factory(workers=1)
-    lock = sqlite3.connect(str(srv.db), timeout=10, isolation_level=None)
-    try:
-        lock.execute("BEGIN IMMEDIATE")
+    with ledger_write_lock(srv.db):
         sent = {srv.submit(card(i), 7 + i): (card(i), 7 + i) for i in range(20)}
         wait_until(lambda: srv.queue()["claimed"] > 0, 10, "the worker to claim a batch")
         q = srv.queue()
@@ -598,8 +592,5 @@ def test_claimed_entries_report_queued(server_factory):
             body = r.json()
             assert body["status"] == "queued", body
             assert (body["card_number"], body["amount"]) == (card_number, amount)
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     rows = srv.wait_final(list(sent), timeout=30)
     assert all(rows[t] == "applied" for t in sent)

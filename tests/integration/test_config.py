@@ -8,6 +8,9 @@ import pytest
 
 from conftest import card, free_port, run_txprocd_briefly, seed_db, unique_shm_name
 
+# The ledger backend plays no part here: once, on SQLite.
+pytestmark = pytest.mark.backend_independent
+
 FLAGS = ["--listen", "--db", "--workers", "--frontends", "--queue-size", "--batch-max", "--sync",
          "--shm-name", "--drain-timeout", "--help"]
 
@@ -153,6 +156,7 @@ def test_env_listen_db_and_shm_name(server_factory):
     assert worker_count(srv) == 1
 
 
+@pytest.mark.sqlite_only
 def test_default_db_and_shm_name(server_factory):
     """Without --db the ledger is ./users.db; without --shm-name the segment
     is /txprocd-<port>."""
@@ -190,6 +194,7 @@ def count_syncs_per_commit(srv, commits=10):
     return sum(1 for line in out.read_text().splitlines() if "sync(" in line)
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("mode", ["full", "normal"])
 def test_sync_mode_decides_whether_each_commit_is_fsynced(server_factory, mode):
     """--sync full: every commit is fsynced (the WAL, PRAGMA synchronous=FULL

@@ -92,6 +92,7 @@ def as_nobody(*argv, data=b""):
 # segments that are not ours
 
 
+@pytest.mark.backend_independent
 @ROOT_ONLY
 def test_segment_planted_by_another_user_is_never_adopted(server_factory):
     """Another local user plants a well-formed segment (mode 0666) holding
@@ -126,6 +127,7 @@ def test_segment_planted_by_another_user_is_never_adopted(server_factory):
     assert balance_sum(victim.db) == initial + 1
 
 
+@pytest.mark.backend_independent
 @ROOT_ONLY
 def test_empty_segment_of_another_user_is_refused_then_discarded(server_factory):
     srv = server_factory(start=False)
@@ -167,6 +169,7 @@ def test_unprivileged_server_says_it_cannot_remove_a_foreign_segment():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("corruption", ["claim_offset", "intent", "slot_count"])
 def test_abandoned_segment_with_bad_offsets_is_refused(server_factory, corruption):
     """An own segment whose claim record points far outside it (the adopting
@@ -194,6 +197,7 @@ def test_abandoned_segment_with_bad_offsets_is_refused(server_factory, corruptio
     assert srv.submit(card(1), 1) > 0
 
 
+@pytest.mark.backend_independent
 def test_txctl_refuses_a_corrupt_segment_and_escapes_strings(server_factory):
     """txctl checks the ring before reading it (n_slots = 0x7fffffff made
     'queue' and 'stats' crash) and prints text from the segment escaped."""
@@ -234,6 +238,7 @@ def kill_serving(srv, n, roles, load):
     return kills
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("kills,roles", [(10, ("frontend",)), (50, ("frontend", "worker"))])
 def test_children_killed_while_serving_never_stop_the_server(server_factory, kills, roles):
     srv = server_factory(frontends=2, workers=2, accounts=2000)
@@ -257,6 +262,7 @@ def test_children_killed_while_serving_never_stop_the_server(server_factory, kil
     assert srv.submit(card(3), 2) > 0
 
 
+@pytest.mark.backend_independent
 def test_children_that_die_before_ready_are_a_crash_loop(server_factory):
     """The one thing the crash loop is for: workers that never get to serve
     (here, every start fails) make the server give up and exit 1."""
@@ -270,6 +276,7 @@ def test_children_that_die_before_ready_are_a_crash_loop(server_factory):
     assert "no worker can run; shutting down" in log
 
 
+@pytest.mark.backend_independent
 def test_frozen_process_group_kills_no_healthy_child(server_factory):
     """SIGSTOP of the whole group past --worker-timeout (docker pause): on
     resume the master must not take its own stall for its children's."""
@@ -327,6 +334,7 @@ def test_restart_right_after_master_kill_succeeds_every_time(server_factory):
     ledger_invariant(srv.db, initial)
 
 
+@pytest.mark.sqlite_only
 def test_ledger_lock_held_briefly_is_waited_for(server_factory):
     """The ledger flock held for a second (as by the children of a master
     killed a moment ago) delays the start; held for good, it refuses with
@@ -371,6 +379,7 @@ def test_queue_that_does_not_fit_in_dev_shm_fails_at_start(tmp_path):
     assert "--shm-size" in proc.stderr, proc.stderr
 
 
+@pytest.mark.backend_independent
 def test_404_with_invalid_utf8_in_the_path_is_valid_json(server):
     status, headers, body = raw_request(server.port, b"GET /no\xff\xfe\xc3 HTTP/1.1\r\n"
                                                      b"Host: x\r\nConnection: close\r\n\r\n")
@@ -399,6 +408,7 @@ def test_assertion_failure_costs_one_worker_and_no_transaction(server_factory, t
     ledger_invariant(srv.db, initial)
 
 
+@pytest.mark.backend_independent
 def test_release_binary_has_no_failpoints(server_factory, tmp_path):
     trigger = tmp_path / "die-after-commit"
     trigger.write_text("")

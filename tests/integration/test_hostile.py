@@ -11,13 +11,15 @@ import contextlib
 import json
 import select
 import socket
-import sqlite3
 import time
 
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, Server, card, wait_until
+from conftest import HTTP_TIMEOUT, Server, card, db_exec, wait_until
+
+# The ledger backend plays no part here: once, on SQLite.
+pytestmark = pytest.mark.backend_independent
 
 HTTP_IDLE_TIMEOUT = 2      # the module server's --http-timeout
 CLOSE_MARGIN = 5           # slack on top of it for a loaded machine
@@ -635,10 +637,7 @@ def test_deposit_overflowing_int64_is_rejected_and_balance_kept(server_factory):
     srv = server_factory(start=False)
     rich, other = card(9), card(10)
     near_max = 2 ** 63 - 10
-    con = sqlite3.connect(str(srv.db))
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (near_max, rich))
-    con.commit()
-    con.close()
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (near_max, rich))
     srv.start()
     other_before = srv.query("SELECT balance FROM users WHERE card_number = ?", (other,))[0][0]
 

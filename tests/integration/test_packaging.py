@@ -9,10 +9,14 @@ import shlex
 import signal
 import subprocess
 
+import pytest
 import requests
 import yaml
 
 from conftest import BUILD, ROOT, card, free_port, wait_until
+
+# The ledger backend plays no part here: once, on SQLite.
+pytestmark = pytest.mark.backend_independent
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

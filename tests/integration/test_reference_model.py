@@ -6,14 +6,13 @@ the final balances. A bug that applies anything out of order, twice, half
 (one side of a transfer) or by the wrong rule shows up as a row whose
 outcome the model disagrees with."""
 import random
-import sqlite3
 import threading
 import time
 
 import requests
 
-from conftest import (INT64_MAX, JSON, Traffic, balance_sum, card, db_query, ledger_invariant,
-                      unknown_card, wait_final, wait_until)
+from conftest import (INT64_MAX, JSON, Traffic, balance_sum, card, db_exec, db_query,
+                      ledger_invariant, unknown_card, wait_final, wait_until)
 
 SEED = 20240605
 REQUESTS = 100_000
@@ -201,11 +200,8 @@ def paced(traffic, total, steps, send, deadline, errors):
 
 def test_randomized_traffic_matches_the_reference_model(server_factory):
     srv = server_factory(accounts=ACCOUNTS, workers=2, frontends=2, start=False)
-    con = sqlite3.connect(str(srv.db))
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (WHALE_START, WHALE))
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (RICH_START, RICH))
-    con.commit()
-    con.close()
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (WHALE_START, WHALE))
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (RICH_START, RICH))
     start_balances = dict(db_query(srv.db, "SELECT card_number, balance FROM users"))
     assert len(start_balances) == ACCOUNTS
     initial = balance_sum(srv.db)

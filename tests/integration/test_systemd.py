@@ -11,6 +11,9 @@ import requests
 
 from conftest import ROOT, TXPROCD
 
+# The ledger backend plays no part here: once, on SQLite.
+pytestmark = pytest.mark.backend_independent
+
 
 def read_notifications(sock, until, timeout):
     """Collects datagrams until one equals/starts with `until`; returns them

@@ -2,12 +2,11 @@
 transaction or not at all; every refusal is recorded with its reason."""
 import json
 import random
-import sqlite3
 
 import pytest
 
 from conftest import (INT64_MAX, JSON, Traffic, assert_error, assert_recorded_once, balance_sum,
-                      card, ledger_invariant, unknown_card, wait_txn, wait_until)
+                      card, db_exec, ledger_invariant, unknown_card, wait_txn, wait_until)
 
 
 def submit_transfer(srv, src, dst, amount, headers=None):
@@ -100,12 +99,9 @@ def test_refused_transfer_is_rejected_and_changes_nothing(shared_server, src, ds
 def test_transfer_overflowing_the_receiver_is_rejected(server_factory):
     srv = server_factory(start=False)
     rich, src = card(8), card(9)
-    con = sqlite3.connect(str(srv.db))
-    con.execute("UPDATE users SET balance = 0")
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (INT64_MAX - 100, rich))
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (10 ** 6, src))
-    con.commit()
-    con.close()
+    db_exec(srv.db, "UPDATE users SET balance = 0")
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (INT64_MAX - 100, rich))
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (10 ** 6, src))
     srv.start()
     body = wait_txn(srv, submit_transfer(srv, src, rich, 101))
     assert (body["status"], body["reason"]) == ("rejected", "overflow"), body

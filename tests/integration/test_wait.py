@@ -6,15 +6,14 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import threading
 import time
 import uuid
 
 import pytest
 
-from conftest import (HTTP_TIMEOUT, INT64_MAX, JSON, assert_error, balance_sum, card,
-                      cont_workers, ledger_invariant, prefer_wait, raw_request, stop_workers,
+from conftest import (HTTP_TIMEOUT, INT64_MAX, JSON, assert_error, balance_sum, card, cont_workers,
+                      db_exec, ledger_invariant, prefer_wait, raw_request, stop_workers,
                       unknown_card, wait_final, wait_txn, wait_until)
 
 LONG = HTTP_TIMEOUT + 30   # client timeout for requests that may wait 30 s
@@ -94,11 +93,8 @@ def test_wait_rejected_transfer_for_insufficient_funds_is_422(shared_server):
 def test_wait_rejected_overflow_is_422(server_factory):
     srv = server_factory(start=False)
     c = card(8)
-    con = sqlite3.connect(str(srv.db))
-    con.execute("UPDATE users SET balance = 0")
-    con.execute("UPDATE users SET balance = ? WHERE card_number = ?", (INT64_MAX - 10, c))
-    con.commit()
-    con.close()
+    db_exec(srv.db, "UPDATE users SET balance = 0")
+    db_exec(srv.db, "UPDATE users SET balance = ? WHERE card_number = ?", (INT64_MAX - 10, c))
     srv.start()
     r = srv.post_json("/transaction", {"card_number": c, "amount": 11}, prefer_wait(5))
     body = assert_final(r, 422, 5)
