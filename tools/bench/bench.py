@@ -21,6 +21,16 @@ and the table shows the median and the min-max:
              same random transactions, batch = --batch-max, same schema and
              PRAGMAs; "naive" SELECT/UPDATE/INSERT (the ratio's denominator)
              and the worker's own statements.
+  pg         one throwaway PostgreSQL (tools/pg/pgtmp.sh, default settings:
+             fsync and synchronous_commit on) per repetition, destroyed after:
+             pg ceil: tools/bench/pg_ceiling applies the same random
+             transactions the naive way (BEGIN, SELECT ... FOR UPDATE, UPDATE,
+             INSERT, COMMIT per transaction) over --pg-connections
+             connections, as many as txprocd has workers; then txprocd on
+             that server: the batch-ingest run and the drain of its backlog
+             (apply, as above), and the ingest run (the POST path never
+             touches the database: it should match SQLite's). Skipped, with
+             the reason, when no cluster can be started.
   sustained  --sustained-seconds of the same load at the default
              configuration: committed/s at equilibrium (after the first third),
              share of 503s, p99 of all answers, memory per child, idle CPU.
@@ -40,7 +50,10 @@ Writes the table to stdout and everything to <out>/results.json.
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -49,7 +62,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
+PGTMP = bl.ROOT / "tools" / "pg" / "pgtmp.sh"
+
 TARGETS = {
+    "pg_apply_ratio": 5.0,      # apply on PostgreSQL / naive PostgreSQL ceiling
+    "pg_ingest_ratio": 0.9,     # ingest on PostgreSQL / ingest on SQLite
     "ingest_ratio": 0.6,        # ingest / nginx
     "ingest_p99_ms": 5.0,
     "apply_ratio": 0.8,         # apply / storage ceiling (naive)
@@ -60,8 +77,9 @@ TARGETS = {
 }
 
 
-def run_ingest(a):
-    srv = bl.Txprocd(a.build, a.accounts, ["--queue-size", a.ingest_queue, "--batch-max", a.batch_max])
+def run_ingest(a, server_args=(), db=None):
+    srv = bl.Txprocd(a.build, a.accounts, ["--queue-size", a.ingest_queue, "--batch-max", a.batch_max,
+                                           *server_args], db=db)
     try:
         srv.start()
         sampler = bl.Sampler(srv, interval=0.5)
@@ -235,13 +253,13 @@ def run_wait(a):
         srv.cleanup()
 
 
-def run_batch(a, server_args=()):
+def run_batch(a, server_args=(), db=None):
     """Batch ingest, then the apply rate: arrays of 100 fill the queue far
     faster than any worker applies, so what they leave behind is a backlog
     the workers drain with no HTTP load -- the conditions of the storage
     ceiling."""
     srv = bl.Txprocd(a.build, a.accounts, ["--queue-size", a.batch_queue, "--batch-max", a.batch_max,
-                                           *server_args])
+                                           *server_args], db=db)
     try:
         srv.start()
         w = bl.wrk(srv.url, a.batch_seconds, a.threads, a.connections, a.accounts, batch=100)
@@ -268,6 +286,51 @@ def run_batch(a, server_args=()):
                 if samples and bl.committed(samples[-1]) > bl.committed(samples[0]) else None}
     finally:
         srv.cleanup()
+
+
+class PgUnavailable(RuntimeError):
+    """No PostgreSQL cluster could be started; the stage is skipped."""
+
+
+def run_pg(a):
+    """One cluster of its own, destroyed afterwards: the naive ceiling, then
+    txprocd's apply and ingest on fresh databases of the same server."""
+    tmp = Path(tempfile.mkdtemp(prefix="txp-bench-pg-"))
+    os.chmod(tmp, 0o755)  # as root, pgtmp.sh runs the server as another user
+    cluster = tmp / "pg"
+    try:
+        st = subprocess.run(["sh", str(PGTMP), "start", str(cluster)], capture_output=True, text=True,
+                            timeout=300)
+        lines = st.stdout.strip().splitlines()
+        if st.returncode != 0 or not lines:
+            raise PgUnavailable((st.stderr.strip().splitlines() or ["pgtmp.sh start failed"])[-1])
+        uri = lines[-1]
+        out = subprocess.run([str(a.build / "pg_ceiling"), "--db", uri, "--seed-accounts", str(a.accounts),
+                              "--connections", str(a.pg_connections), "--seconds", str(a.ceiling_seconds)],
+                             capture_output=True, text=True, timeout=a.ceiling_seconds + 600)
+        if out.returncode != 0:
+            raise RuntimeError("pg_ceiling: " + out.stderr.strip())
+        result = {"ceiling": json.loads(out.stdout)}
+
+        def fresh(name):
+            subprocess.run(["sh", str(PGTMP), "psql", str(cluster), "-qc",
+                            "CREATE DATABASE %s OWNER txp" % name], check=True, capture_output=True,
+                           timeout=60)
+            db = uri.rsplit("/", 1)[0] + "/" + name
+            bl.seed(a.build, db, a.accounts)
+            return db
+
+        workers = ["--workers", a.pg_connections]
+        result["batch"] = run_batch(a, workers, db=fresh("apply"))
+        result["ingest"] = run_ingest(a, workers, db=fresh("ingest"))
+        return result
+    finally:
+        d = subprocess.run(["sh", str(PGTMP), "destroy", str(cluster)], capture_output=True, text=True,
+                           timeout=300)
+        if d.returncode != 0 and cluster.exists():
+            bl.log("pgtmp.sh destroy %s failed: %s" % (cluster, d.stderr.strip()))
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fmt(v, unit=""):
@@ -301,6 +364,8 @@ def main():
     p.add_argument("--sustained-seconds", type=int, default=30)
     p.add_argument("--idle-seconds", type=float, default=3)
     p.add_argument("--ceiling-seconds", type=float, default=5)
+    p.add_argument("--pg-connections", type=int, default=2,
+                   help="connections of the PostgreSQL ceiling, and txprocd's workers on PostgreSQL")
     p.add_argument("--batch-seconds", type=int, default=2)
     p.add_argument("--batch-queue", type=int, default=4194304)
     p.add_argument("--overload-seconds", type=int, default=5)
@@ -309,7 +374,7 @@ def main():
     p.add_argument("--wait", type=int, default=5, help="N of Prefer: wait=N in the wait measurement")
     p.add_argument("--wait-warmup", type=float, default=1.0,
                    help="seconds of the wait run left out of the server histogram")
-    p.add_argument("--only", default="ingest,nginx,floor,ceiling,sustained,batch,overload,wait",
+    p.add_argument("--only", default="ingest,nginx,floor,ceiling,pg,sustained,batch,overload,wait",
                    help="comma-separated subset of the measurements")
     a = p.parse_args()
     a.build = (bl.ROOT / a.build) if not Path(a.build).is_absolute() else Path(a.build)
@@ -327,8 +392,9 @@ def main():
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": bl.git_commit(),
             "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
-    runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "sustained",
-                            "batch", "overload", "wait")}
+    runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "pg_ceiling",
+                            "pg_batch", "pg_ingest", "sustained", "batch", "overload", "wait")}
+    pg_skipped = None
     try:
         for rep in range(a.reps):
             # Interleaved, so that a burst of noise from elsewhere on the
@@ -346,6 +412,16 @@ def main():
                 bl.log("rep %d/%d: storage ceiling" % (rep + 1, a.reps))
                 runs["ceiling_naive"].append(bl.ceiling(a.build, "naive", a.batch_max, a.ceiling_seconds, a.accounts))
                 runs["ceiling_worker"].append(bl.ceiling(a.build, "worker", a.batch_max, a.ceiling_seconds, a.accounts))
+            if "pg" in only and pg_skipped is None:
+                bl.log("rep %d/%d: PostgreSQL ceiling, apply and ingest" % (rep + 1, a.reps))
+                try:
+                    r = run_pg(a)
+                    runs["pg_ceiling"].append(r["ceiling"])
+                    runs["pg_batch"].append(r["batch"])
+                    runs["pg_ingest"].append(r["ingest"])
+                except PgUnavailable as e:
+                    pg_skipped = str(e)
+                    bl.log("PostgreSQL ceiling skipped: " + pg_skipped)
             if "sustained" in only:
                 bl.log("rep %d/%d: sustained" % (rep + 1, a.reps))
                 runs["sustained"].append(run_sustained(a))
@@ -361,6 +437,7 @@ def main():
     finally:
         bl.stop_all()
     meta["loadavg_end"] = bl.loadavg()
+    meta["pg_ceiling_skipped"] = pg_skipped
     meta["elapsed_s"] = round(time.time() - started, 1)
 
     def col(name, key):
@@ -381,6 +458,10 @@ def main():
         "backlog_at_end": bl.spread(col("ingest", "backlog_at_end")),
         "ceiling_naive_per_s": bl.spread([r["per_second"] for r in runs["ceiling_naive"]]),
         "ceiling_worker_per_s": bl.spread([r["per_second"] for r in runs["ceiling_worker"]]),
+        "pg_ceiling_per_s": bl.spread([r["applied_per_s"] for r in runs["pg_ceiling"]]),
+        "pg_apply_drain_per_s": bl.spread(col("pg_batch", "apply_drain_per_s")),
+        "pg_apply_mean_batch": bl.spread(col("pg_batch", "mean_batch")),
+        "pg_ingest_per_s": bl.spread(col("pg_ingest", "accepted_per_s")),
         "sustained_committed_per_s": bl.spread(col("sustained", "committed_per_s")),
         "sustained_share_503": bl.spread(col("sustained", "share_503")),
         "sustained_p99_ms": bl.spread(col("sustained", "p99_ms")),
@@ -412,6 +493,8 @@ def main():
         "apply_during_ingest_over_storage_ceiling": ratio("apply_during_ingest_per_s", "ceiling_naive_per_s"),
         "apply_over_worker_statements_ceiling": ratio("apply_drain_per_s", "ceiling_worker_per_s"),
         "sustained_over_storage_ceiling": ratio("sustained_committed_per_s", "ceiling_naive_per_s"),
+        "pg_apply_over_pg_ceiling": ratio("pg_apply_drain_per_s", "pg_ceiling_per_s"),
+        "pg_ingest_over_sqlite_ingest": ratio("pg_ingest_per_s", "ingest_per_s"),
     }
     S = lambda k: summary[k]["median"]  # noqa: E731
     checks = [
@@ -433,6 +516,10 @@ def main():
         ("wait: commit->answer p99 <= %.0f ms" % TARGETS["wait_p99_ms"], S("wait_server_p99_ms"),
          lambda v: v <= TARGETS["wait_p99_ms"]),
         ("wait: all answered with the outcome", S("wait_not_answered"), lambda v: v == 0),
+        ("apply on PostgreSQL >= %.0f x naive PostgreSQL" % TARGETS["pg_apply_ratio"],
+         ratios["pg_apply_over_pg_ceiling"], lambda v: v >= TARGETS["pg_apply_ratio"]),
+        ("ingest on PostgreSQL >= %.1f x ingest on SQLite" % TARGETS["pg_ingest_ratio"],
+         ratios["pg_ingest_over_sqlite_ingest"], lambda v: v >= TARGETS["pg_ingest_ratio"]),
     ]
     verdicts = [{"target": n, "value": v, "holds": None if v is None else bool(f(v))}
                 for n, v, f in checks]
@@ -474,6 +561,21 @@ def main():
     print("storage ceiling: tools/bench/sqlite_ceiling, batch %d, %g s" % (a.batch_max, a.ceiling_seconds))
     print(row("naive SELECT/UPDATE/INSERT tx/s", [r["per_second"] for r in runs["ceiling_naive"]]))
     print(row("worker's statements tx/s", [r["per_second"] for r in runs["ceiling_worker"]]))
+    print("PostgreSQL ceiling: tools/bench/pg_ceiling, one COMMIT per transaction, %d connections, %g s" % (
+        a.pg_connections, a.ceiling_seconds))
+    if pg_skipped:
+        print("  skipped: " + pg_skipped)
+    print(row("naive SELECT FOR UPDATE/UPDATE/INSERT tx/s", [r["applied_per_s"] for r in runs["pg_ceiling"]]))
+    if runs["pg_ceiling"]:
+        r = runs["pg_ceiling"][0]
+        print("  PostgreSQL %s, synchronous_commit=%s, fsync=%s, shared_buffers=%s" % (
+            r["server_version"].split()[0], r["synchronous_commit"], r["fsync"], r["shared_buffers"]))
+    print("txprocd on that PostgreSQL, %d workers: apply (drain of the batch-ingest backlog), ingest" %
+          a.pg_connections)
+    print(row("committed/s", col("pg_batch", "apply_drain_per_s")))
+    print(row("mean entries per PostgreSQL transaction", col("pg_batch", "mean_batch")))
+    print(row("ingest 202 responses/s", col("pg_ingest", "accepted_per_s")))
+    print(row("ingest latency p99 ms", col("pg_ingest", "p99_ms")))
     print("sustained: default config (queue 65536, batch-max 1024, 2 frontends, 2 workers), %d s" % a.sustained_seconds)
     print(row("committed/s at equilibrium", col("sustained", "committed_per_s")))
     print(row("share of 503", col("sustained", "share_503"), "%"))

@@ -82,10 +82,12 @@ def seed(build, db, accounts):
 class Txprocd:
     """A fresh txprocd on a seeded temp ledger. args: extra flags."""
 
-    def __init__(self, build, accounts=10000, args=(), workdir=None, template=None):
+    def __init__(self, build, accounts=10000, args=(), workdir=None, template=None, db=None):
         self.build = Path(build)
         self.tmp = Path(workdir or tempfile.mkdtemp(prefix="txp-bench-"))
-        self.db = self.tmp / "users.db"
+        # db: a ledger made elsewhere (a seeded PostgreSQL database), used as is.
+        self.given_db = db
+        self.db = db or self.tmp / "users.db"
         self.accounts = accounts
         self.template = template  # a seeded ledger to copy instead of seeding
         self.args = [str(a) for a in args]
@@ -94,7 +96,9 @@ class Txprocd:
         self.port = None
 
     def start(self):
-        if self.template:
+        if self.given_db:
+            pass
+        elif self.template:
             shutil.copyfile(self.template, self.db)
         else:
             seed(self.build, self.db, self.accounts)

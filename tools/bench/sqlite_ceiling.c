@@ -28,9 +28,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "ledger.h"
-#include "log.h"
+#include "common/clock.h"
+#include "ledger/ledger.h"
+#include "common/log.h"
 
 #define CEILING_AMOUNT_MAX 5000
 

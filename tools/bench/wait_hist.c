@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
-#include "shm.h"
+#include "common/metrics.h"
+#include "common/shm.h"
 
 int main(int argc, char **argv)
 {
