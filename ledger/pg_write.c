@@ -5,6 +5,8 @@
  *   [SELECT txid ... = ANY($1)]              replays, only if one may be
  *   [INSERT INTO idempotency_keys ... unnest ON CONFLICT DO NOTHING;
  *    SELECT key, txid, fingerprint ... = ANY($1)]   only if keys
+ *   SELECT pg_advisory_xact_lock(...)         every card the batch names,
+ *                                             existing or not (lock_cards)
  *   SELECT ... FROM users WHERE card_number = ANY($1)
  *       ORDER BY card_number FOR UPDATE       the book, locked in card order
  *   UPDATE users ... FROM unnest(...)         each changed account once
@@ -12,7 +14,7 @@
  *   INSERT INTO transactions ... unnest ON CONFLICT (txid) DO NOTHING
  *   COMMIT
  * Keys are inserted sorted too, so two workers take every lock in the same
- * order (keys, then accounts) and do not deadlock; should one happen anyway
+ * order (keys, then cards, then accounts) and do not deadlock; should one happen anyway
  * (a hand-run transaction), 40P01 is retried like any passing failure. The
  * rules run in C between the SELECT and the UPDATE (ledger/rules.c). */
 #include <inttypes.h>
@@ -30,7 +32,8 @@
 #define PG_WORKER_TIMEOUT_MS 30000
 #define PG_LOCK_TIMEOUT_MS 5000
 
-enum { S_RECORDED, S_CLAIM, S_KEYS, S_LOAD, S_UPDATE, S_CREATE, S_RECORD, S_PRUNE, S__COUNT };
+enum { S_RECORDED, S_CLAIM, S_KEYS, S_CARDS, S_LOAD, S_UPDATE, S_CREATE, S_RECORD, S_PRUNE,
+       S__COUNT };
 
 static const struct pgc_stmt stmts[S__COUNT] = {
     [S_RECORDED] = { "recorded",
@@ -44,6 +47,19 @@ static const struct pgc_stmt stmts[S__COUNT] = {
     [S_KEYS] = { "key_owners",
                  "SELECT key, txid, fingerprint FROM idempotency_keys WHERE key = ANY($1::text[])",
                  1 },
+    /* One transaction-scoped advisory lock per card, taken in key order
+     * (the OFFSET 0 keeps the sort below the volatile call). FOR UPDATE
+     * cannot lock a card that does not exist yet: without these, a batch
+     * that opens a card and one that deposits to it could each miss the
+     * other, and the ledger's row order (ids) would show the opening before
+     * a deposit refused as unknown_account. With them, two batches that
+     * name one card are serialized whether it exists or not, and the later
+     * one's rows come after the earlier one's. */
+    [S_CARDS] = { "lock_cards",
+                  "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT "
+                  "hashtextextended(c, " PGC_STR(PGC_GUARD_KEY1) ") AS k "
+                  "FROM unnest($1::text[]) AS c ORDER BY k OFFSET 0) AS s",
+                  1 },
     [S_LOAD] = { "load_accounts",
                  "SELECT card_number, balance, last_txid FROM users "
                  "WHERE card_number = ANY($1::text[]) ORDER BY card_number FOR UPDATE",
@@ -234,6 +250,8 @@ static enum lb_rc pg_load(struct ledger *l, struct rules_book *b)
     const char *values[1];
     PGresult *r = NULL;
     enum lb_rc rc = close_arrays(l, 1, values);
+    if (rc == LB_OK)
+        rc = run(l, S_CARDS, 1, values, NULL);
     if (rc == LB_OK)
         rc = run(l, S_LOAD, 1, values, &r);
     if (rc != LB_OK)
