@@ -2,7 +2,6 @@
  * schema, binds the listening socket, creates (or adopts) the shared segment
  * and hands over to the supervisor, which forks frontends and workers. */
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -97,8 +96,10 @@ int main(int argc, char **argv)
     if (guard == NULL)
         return TXP_EXIT_CONFIG;
     struct ledger_totals totals;
-    if (ledger_prepare(cfg.db_path, &totals) != 0)
+    if (ledger_prepare(cfg.db_path, &totals) != 0) {
+        ledger_guard_release(guard);
         return 1;
+    }
 
     struct shm_params params;
     fill_params(&cfg, port, &params);
@@ -107,6 +108,7 @@ int main(int argc, char **argv)
     if (shm_open_master(&seg, cfg.shm_name, &params, (uint64_t)totals.max_txid + 1, cfg.discard_shm,
                         &how) != 0) {
         close(listen_fd);
+        ledger_guard_release(guard);
         return TXP_EXIT_CONFIG;
     }
     record_totals(&seg, &totals);
