@@ -359,14 +359,20 @@ def main():
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="txp-chaos-")
     ledger = Ledger(args.backend, work)
+    rc = 1
     try:
         srv = Server(args.build, work, args.seed, ledger)
         initial = ledger.query("SELECT SUM(balance) FROM users")[0][0]
         print("chaos: %d s, seed %d, %s ledger, work dir %s" % (args.seconds, args.seed, args.backend,
                                                                work), flush=True)
-        return run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+        rc = run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+        return rc
     finally:
+        # The cluster first: its directory is inside the work directory. A
+        # failed run keeps the work directory (logs, ledger) for a look.
         ledger.destroy()
+        if rc == 0:
+            subprocess.run(["rm", "-rf", work])
 
 
 def run(args, rng, work, srv, initial):
@@ -439,8 +445,6 @@ def run(args, rng, work, srv, initial):
     for p in problems:
         print("FAIL: " + p)
     print("chaos: %s" % ("PASS" if not problems else "FAIL"))
-    if not problems:
-        subprocess.run(["rm", "-rf", work])
     return 0 if not problems else 1
 
 
