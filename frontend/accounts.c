@@ -8,11 +8,11 @@
 #include <string.h>
 
 #include "frontend/answer.h"
-#include "ledger/lookup.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
 #include "frontend/submit.h"
 #include "frontend/validate.h"
+#include "ledger/lookup.h"
 
 void accounts_post(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
                    const char *query)

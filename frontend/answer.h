@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 #include "common/completion.h"
-#include "ledger/lookup.h"
-#include "frontend/routes.h"
 #include "common/txn.h"
+#include "frontend/routes.h"
+#include "ledger/lookup.h"
 
 struct evhttp_request;
 

@@ -16,10 +16,10 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "ledger/lookup.h"
 #include "frontend/respond.h"
 #include "frontend/routes.h"
 #include "frontend/waiters.h"
+#include "ledger/lookup.h"
 
 /* Bodies up to this much over cfg->max_body still reach routes.c and get a
  * JSON 413; beyond that evhttp refuses them itself (an HTML 413, connection

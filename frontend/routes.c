@@ -13,14 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/prom.h"
+#include "common/ring.h"
+#include "common/stats.h"
 #include "frontend/accounts.h"
 #include "frontend/answer.h"
 #include "frontend/assets.h"
-#include "common/prom.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
-#include "common/ring.h"
-#include "common/stats.h"
 #include "frontend/submit.h"
 #include "frontend/validate.h"
 

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 #include "common/config.h"
-#include "ledger/lookup.h"
 #include "common/metrics.h"
 #include "common/shm.h"
+#include "ledger/lookup.h"
 
 struct evhttp_request;
 struct waiters;

@@ -9,9 +9,9 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "common/ring.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
-#include "common/ring.h"
 #include "frontend/validate.h"
 #include "frontend/waiters.h"
 

@@ -8,9 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/txn.h"
 #include "frontend/answer.h"
 #include "frontend/routes.h"
-#include "common/txn.h"
 #include "frontend/validate.h"
 
 struct evhttp_request;

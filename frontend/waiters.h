@@ -13,10 +13,10 @@
 
 #include <stdint.h>
 
-#include "frontend/answer.h"
-#include "frontend/routes.h"
 #include "common/shm.h"
 #include "common/txn.h"
+#include "frontend/answer.h"
+#include "frontend/routes.h"
 
 #define WAITERS_MAX 65536 /* held requests per frontend; beyond it, 202 at once */
 

@@ -5,8 +5,8 @@
  *   [SELECT txid ... = ANY($1)]              replays, only if one may be
  *   [INSERT INTO idempotency_keys ... unnest ON CONFLICT DO NOTHING;
  *    SELECT key, txid, fingerprint ... = ANY($1)]   only if keys
- *   SELECT pg_advisory_xact_lock(...)         every card the batch names,
- *                                             existing or not (lock_cards)
+ *   SELECT c ... WHERE NOT EXISTS (...)       cards without an account, then
+ *   [SELECT pg_advisory_xact_lock(...)]       a lock for each (lock_missing)
  *   SELECT ... FROM users WHERE card_number = ANY($1)
  *       ORDER BY card_number FOR UPDATE       the book, locked in card order
  *   UPDATE users ... FROM unnest(...)         each changed account once
@@ -14,7 +14,7 @@
  *   INSERT INTO transactions ... unnest ON CONFLICT (txid) DO NOTHING
  *   COMMIT
  * Keys are inserted sorted too, so two workers take every lock in the same
- * order (keys, then cards, then accounts) and do not deadlock; should one happen anyway
+ * order (keys, then missing cards, then accounts) and do not deadlock; should one happen anyway
  * (a hand-run transaction), 40P01 is retried like any passing failure. The
  * rules run in C between the SELECT and the UPDATE (ledger/rules.c). */
 #include <inttypes.h>
@@ -32,8 +32,16 @@
 #define PG_WORKER_TIMEOUT_MS 30000
 #define PG_LOCK_TIMEOUT_MS 5000
 
-enum { S_RECORDED, S_CLAIM, S_KEYS, S_CARDS, S_LOAD, S_UPDATE, S_CREATE, S_RECORD, S_PRUNE,
-       S__COUNT };
+enum { S_RECORDED, S_CLAIM, S_KEYS, S_MISSING, S_LOCK_CARDS, S_LOAD, S_UPDATE, S_CREATE, S_RECORD,
+       S_PRUNE, S__COUNT };
+
+/* The creation lock (pg_advisory_xact_lock on PGC_GUARD_KEY1, CREATION_KEY):
+ * shared by a batch that locks its few missing cards one by one, exclusive
+ * for one with more than MISSING_LOCKS_MAX, so that a batch of thousands of
+ * unknown cards takes one lock rather than thousands (PostgreSQL's lock table
+ * is shared and bounded). */
+#define CREATION_KEY (-2)
+#define MISSING_LOCKS_MAX 32
 
 static const struct pgc_stmt stmts[S__COUNT] = {
     [S_RECORDED] = { "recorded",
@@ -47,19 +55,19 @@ static const struct pgc_stmt stmts[S__COUNT] = {
     [S_KEYS] = { "key_owners",
                  "SELECT key, txid, fingerprint FROM idempotency_keys WHERE key = ANY($1::text[])",
                  1 },
-    /* One transaction-scoped advisory lock per card, taken in key order
-     * (the OFFSET 0 keeps the sort below the volatile call). FOR UPDATE
-     * cannot lock a card that does not exist yet: without these, a batch
-     * that opens a card and one that deposits to it could each miss the
-     * other, and the ledger's row order (ids) would show the opening before
-     * a deposit refused as unknown_account. With them, two batches that
-     * name one card are serialized whether it exists or not, and the later
-     * one's rows come after the earlier one's. */
-    [S_CARDS] = { "lock_cards",
-                  "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT "
-                  "hashtextextended(c, " PGC_STR(PGC_GUARD_KEY1) ") AS k "
-                  "FROM unnest($1::text[]) AS c ORDER BY k OFFSET 0) AS s",
-                  1 },
+    /* Cards of the batch that have no account (yet): FOR UPDATE cannot lock
+     * them. See lock_missing(). */
+    [S_MISSING] = { "missing_cards",
+                    "SELECT c FROM unnest($1::text[]) AS c WHERE NOT EXISTS "
+                    "(SELECT 1 FROM users AS u WHERE u.card_number = c)",
+                    1 },
+    /* One transaction-scoped advisory lock per missing card, in key order
+     * (OFFSET 0 keeps the sort below the volatile call). */
+    [S_LOCK_CARDS] = { "lock_cards",
+                       "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT "
+                       "hashtextextended(c, " PGC_STR(PGC_GUARD_KEY1) ") AS k "
+                       "FROM unnest($1::text[]) AS c ORDER BY k OFFSET 0) AS s",
+                       1 },
     [S_LOAD] = { "load_accounts",
                  "SELECT card_number, balance, last_txid FROM users "
                  "WHERE card_number = ANY($1::text[]) ORDER BY card_number FOR UPDATE",
@@ -242,6 +250,46 @@ static enum lb_rc pg_claim_keys(struct ledger *l, struct ledger_key_claim *c, ui
     return LB_OK;
 }
 
+/* FOR UPDATE locks rows, and a card without an account has none: a batch
+ * that opens a card and one that deposits to it could each miss the other,
+ * and the ledger's row order (ids) would show the opening before a deposit
+ * refused as unknown_account (the reference model caught it). So the cards
+ * that have no account when the batch starts are locked by key: every batch
+ * that names such a card, opening it or not, takes the same lock, and the
+ * later one's rows come after the earlier one's. All advisory locks come
+ * before any row lock, each kind in one order, so workers do not deadlock. */
+static enum lb_rc lock_missing(struct ledger *l, const char *cards)
+{
+    struct pg_writer *w = W(l);
+    const char *values[1] = { cards };
+    PGresult *r = NULL;
+    enum lb_rc rc = run(l, S_MISSING, 1, values, &r);
+    if (rc != LB_OK)
+        return rc;
+    int missing = PQntuples(r);
+    if (missing > 0 && missing <= MISSING_LOCKS_MAX) {
+        pgarr_begin(&w->arr[1]);
+        for (int row = 0; row < missing; row++)
+            pgarr_text(&w->arr[1], PQgetvalue(r, row, 0), (size_t)PQgetlength(r, row, 0));
+    }
+    PQclear(r);
+    if (missing == 0)
+        return LB_OK;
+    if (missing > MISSING_LOCKS_MAX)
+        return simple(l, "SELECT pg_advisory_xact_lock(" PGC_STR(PGC_GUARD_KEY1) ", "
+                         PGC_STR(CREATION_KEY) ")");
+    rc = simple(l, "SELECT pg_advisory_xact_lock_shared(" PGC_STR(PGC_GUARD_KEY1) ", "
+                   PGC_STR(CREATION_KEY) ")");
+    const char *missing_cards[1] = { pgarr_end(&w->arr[1]) };
+    if (rc == LB_OK && missing_cards[0] == NULL) {
+        snprintf(l->last_error, sizeof l->last_error, "out of memory for array parameters");
+        rc = LB_RETRY;
+    }
+    if (rc == LB_OK)
+        rc = run(l, S_LOCK_CARDS, 1, missing_cards, NULL);
+    return rc;
+}
+
 static enum lb_rc pg_load(struct ledger *l, struct rules_book *b)
 {
     begin_arrays(l, 1);
@@ -251,7 +299,7 @@ static enum lb_rc pg_load(struct ledger *l, struct rules_book *b)
     PGresult *r = NULL;
     enum lb_rc rc = close_arrays(l, 1, values);
     if (rc == LB_OK)
-        rc = run(l, S_CARDS, 1, values, NULL);
+        rc = lock_missing(l, values[0]);
     if (rc == LB_OK)
         rc = run(l, S_LOAD, 1, values, &r);
     if (rc != LB_OK)

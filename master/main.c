@@ -12,10 +12,10 @@
 
 #include "common/config.h"
 #include "common/flockwait.h"
-#include "ledger/ledger.h"
-#include "master/listener.h"
 #include "common/log.h"
 #include "common/shm.h"
+#include "ledger/ledger.h"
+#include "master/listener.h"
 #include "master/supervisor.h"
 
 static void fill_params(const struct config *cfg, unsigned port, struct shm_params *p)

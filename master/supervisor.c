@@ -17,9 +17,9 @@
 #include "common/check.h"
 #include "common/clock.h"
 #include "common/failpoint.h"
+#include "common/log.h"
 #include "frontend/frontend.h"
 #include "master/history.h"
-#include "common/log.h"
 #include "master/notify.h"
 #include "worker/worker.h"
 

@@ -1,5 +1,6 @@
 /* A worker process: the only writer of transactions to the ledger. It claims
- * batches from the shared ring, commits each in one SQLite transaction,
+ * batches from the shared ring, commits each in one database transaction
+ * (ledger/ledger.h: SQLite or PostgreSQL),
  * counts the outcomes in its metric block and only then acknowledges, so a
  * worker killed at any point leaves its claim to be requeued and replayed,
  * never lost and never applied twice.
@@ -24,8 +25,8 @@
 #include "common/check.h"
 #include "common/clock.h"
 #include "common/failpoint.h"
-#include "ledger/ledger.h"
 #include "common/log.h"
+#include "ledger/ledger.h"
 #include "worker/worker.h"
 
 #define WAIT_MS 1000                        /* futex wait; also the idle heartbeat period */
@@ -33,7 +34,7 @@
 #define BACKOFF_MAX_MS 1000
 #define ERROR_LOG_INTERVAL_US (10 * 1000000) /* one retry log line per 10 s at most */
 /* Group commit. A worker that finds fewer entries queued than a full batch
- * waits this long before claiming, so that one SQLite transaction carries
+ * waits this long before claiming, so that one database transaction carries
  * what arrives meanwhile instead of a handful of entries. A commit costs a
  * WAL write of every page it touched whatever the batch size, so a worker
  * that always keeps up commits tiny batches and spends two to three times

@@ -55,8 +55,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "frontend/query.h"
 #include "common/txn.h"
+#include "frontend/query.h"
 #include "frontend/validate.h"
 
 #define MAX_BODY 4096 /* the server's fixed body limit */

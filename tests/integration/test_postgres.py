@@ -11,7 +11,7 @@ import time
 import pytest
 
 import pg
-from conftest import (Load, assert_recorded_once, balance_sum, card,
+from conftest import (Load, unknown_card, assert_recorded_once, balance_sum, card,
                       db_query, free_port, ledger_invariant, make_ops, new_pg_db, prefer_wait,
                       run_txctl, run_txprocd_briefly, seed_pg_db, unique_shm_name, wait_final,
                       wait_until)
@@ -333,3 +333,20 @@ def test_hot_account_batch_is_one_update_and_exact(pg_server):
     assert acct["counts"]["withdrawals"] == 4 and acct["counts"]["rejected"] == 2, acct
     stmt = srv.get("/accounts/%s/transactions" % card(7), params={"limit": 10}).json()
     assert [int(t["id"]) for t in stmt["transactions"]] == sorted(ids, reverse=True)
+
+
+def test_batch_of_thousands_of_unknown_cards_takes_one_lock(pg_server):
+    """Cards without an account are locked one by one only when a batch has
+    a few; a batch naming 1,000 of them (deposits to unknown cards, from
+    anyone) takes one exclusive lock instead, so it cannot fill PostgreSQL's
+    shared lock table. Every entry is decided, without a database error."""
+    srv = pg_server(workers=1)
+    body = [{"card_number": unknown_card(i), "amount": 1} for i in range(1000)]
+    body[500] = {"card_number": card(5), "amount": 7}
+    r = srv.post_json("/transactions", body)
+    assert r.status_code == 202, r.text
+    ids = [int(x) for x in r.json()["ids"]]
+    rows = wait_final(srv.db, ids, timeout=30)
+    assert sum(1 for t in ids if rows[t] == "unknown_account") == 999
+    assert rows[ids[500]] == "applied"
+    assert srv.metrics()["counters"]["db_errors"] == 0

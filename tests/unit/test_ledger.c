@@ -13,10 +13,10 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "ledger/ledger.h"
-#include "ledger/sqlite.h"
 #include "common/log.h"
 #include "common/shm.h"
+#include "ledger/ledger.h"
+#include "ledger/sqlite.h"
 #include "tests/unit/tmpdb.h"
 #include "tests/unit/unit.h"
 #include "worker/worker.h"

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "common/config.h"
-#include "ledger/ledger.h"
 #include "common/log.h"
+#include "ledger/ledger.h"
 #include "ledger/lookup.h"
 #include "tests/unit/tmpdb.h"
 #include "tests/unit/unit.h"

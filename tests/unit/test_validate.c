@@ -5,8 +5,8 @@
 
 #include "frontend/answer.h"
 #include "frontend/query.h"
-#include "tests/unit/unit.h"
 #include "frontend/validate.h"
+#include "tests/unit/unit.h"
 
 #define MAX_BODY 4096
 

@@ -13,7 +13,7 @@
  *                     transaction row: what an application written the
  *                     obvious way does (3 statements per transaction).
  *                     `make bench` divides the apply rate by this one.
- *   --variant worker  the worker's statements (worker/ledger.h): SELECT
+ *   --variant worker  the worker's statements (ledger/sqlite.h): SELECT
  *                     rowid and balance, UPDATE by rowid, and the rows of
  *                     the batch inserted LEDGER_RECORD_CHUNK per INSERT.
  *
@@ -29,8 +29,9 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "ledger/ledger.h"
 #include "common/log.h"
+#include "ledger/ledger.h"
+#include "ledger/sqlite.h"
 
 #define CEILING_AMOUNT_MAX 5000
 
@@ -143,12 +144,19 @@ static void settle_like_worker(sqlite3 *db, struct stmts *s, struct pending *t)
     sqlite3_reset(s->account);
     t->applied = balance + t->amount >= 0;
     t->balance_after = balance + t->amount;
-    /* Balance, statement link and counts in one UPDATE, as the worker does;
-     * a refusal rewrites the old balance. */
+    /* Balance, statement link and counts in one UPDATE, as the worker does
+     * (once per account and batch: here once per transaction, the worst
+     * case of a batch whose accounts are all different); a refusal rewrites
+     * the old balance. */
     sqlite3_bind_int64(s->settle, 1, t->applied ? t->balance_after : balance);
-    sqlite3_bind_int64(s->settle, 2, rowid);
-    sqlite3_bind_int64(s->settle, 3, t->txid);
-    sqlite3_bind_int(s->settle, 4, !t->applied ? 4 : t->amount > 0 ? 0 : 1);
+    sqlite3_bind_int64(s->settle, 2, t->txid);
+    sqlite3_bind_int(s->settle, 3, t->applied && t->amount > 0);
+    sqlite3_bind_int(s->settle, 4, t->applied && t->amount < 0);
+    sqlite3_bind_int(s->settle, 5, 0);
+    sqlite3_bind_int(s->settle, 6, 0);
+    sqlite3_bind_int(s->settle, 7, !t->applied);
+    sqlite3_bind_int(s->settle, 8, 1);
+    sqlite3_bind_int64(s->settle, 9, rowid);
     step_done(db, s->settle);
 }
 

@@ -9,10 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ledger/ledger.h"
 #include "common/log.h"
 #include "common/shm.h"
 #include "common/stats.h"
+#include "ledger/ledger.h"
 #include "tools/txctl/top.h"
 
 static void usage(FILE *out)
