@@ -57,17 +57,6 @@ static const struct copy copies[] = {
 
 #define MAX_COLS 18
 
-static int exec(struct pgc *c, const char *sql)
-{
-    PGresult *r = pgc_exec(c, sql, sql, 0, 0, NULL);
-    if (r == NULL) {
-        log_error("%s", c->error);
-        return -1;
-    }
-    PQclear(r);
-    return 0;
-}
-
 static int flush(struct pgc *c, const struct copy *cp, struct pgarr *arr, int ncols)
 {
     const char *values[MAX_COLS] = { 0 };
@@ -244,7 +233,7 @@ int ledger_migrate(const char *from, const char *to)
     }
     int64_t t0 = clock_mono_us();
     /* A read transaction on the source: one consistent snapshot. */
-    if (ldb_exec(src, "BEGIN", "reading the source") != SQLITE_OK || exec(c, "BEGIN") != 0)
+    if (ldb_exec(src, "BEGIN", "reading the source") != SQLITE_OK || pgc_run(c, "BEGIN", "BEGIN") != 0)
         goto out;
     int64_t totals[] = { src_totals.account_count, src_totals.tx_count, -1 };
     ret = 0;
@@ -252,12 +241,13 @@ int ledger_migrate(const char *from, const char *to)
         ret = copy_table(src, c, &copies[i], totals[i]);
     /* ids were copied: the sequence continues after them. */
     if (ret == 0)
-        ret = exec(c, "SELECT setval(pg_get_serial_sequence('transactions', 'id'), "
+        ret = pgc_run(c, "continuing the id sequence",
+                      "SELECT setval(pg_get_serial_sequence('transactions', 'id'), "
                       "GREATEST((SELECT COALESCE(MAX(id), 0) FROM transactions), 1))");
     if (ret == 0)
         ret = verify(src, c);
     if (ret == 0)
-        ret = exec(c, "COMMIT");
+        ret = pgc_run(c, "COMMIT", "COMMIT");
     else
         PQclear(pgc_exec(c, "rollback", "ROLLBACK", 0, 0, NULL));
     ldb_rollback(src);

@@ -205,6 +205,17 @@ PGresult *pgc_exec(struct pgc *c, const char *what, const char *sql, int prepare
     return await(c, what, deadline);
 }
 
+int pgc_run(struct pgc *c, const char *what, const char *sql)
+{
+    PGresult *r = pgc_exec(c, what, sql, 0, 0, NULL);
+    if (r == NULL) {
+        log_error("%s", c->error);
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
 int pgc_ensure(struct pgc *c)
 {
     if (c->conn != NULL && !c->broken && PQstatus(c->conn) == CONNECTION_OK)

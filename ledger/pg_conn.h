@@ -61,6 +61,10 @@ void pgc_drop(struct pgc *c);
 PGresult *pgc_exec(struct pgc *c, const char *what, const char *sql, int prepared, int nparams,
                    const char *const *values);
 
+/* Runs fixed SQL for its effect (setup, migration, seeding): 0, or -1
+ * after logging c->error. */
+int pgc_run(struct pgc *c, const char *what, const char *sql);
+
 /* LB_RETRY for failures that may pass (lost connection, timeout, deadlock,
  * serialization failure, lock timeout, shutdown, read-only standby,
  * resources), LB_FATAL otherwise, after a NULL from pgc_exec. */

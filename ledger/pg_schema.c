@@ -63,18 +63,6 @@ static const struct {
     { 2, sql_v2 },
 };
 
-/* Runs fixed SQL; 0 or -1 (logged as "<what>: <error>"). */
-static int exec(struct pgc *c, const char *what, const char *sql)
-{
-    PGresult *r = pgc_exec(c, what, sql, 0, 0, NULL);
-    if (r == NULL) {
-        log_error("%s", c->error);
-        return -1;
-    }
-    PQclear(r);
-    return 0;
-}
-
 /* One value of a one-row query, as text into out. */
 static int query_text(struct pgc *c, const char *what, const char *sql, char *out, size_t cap)
 {
@@ -123,11 +111,11 @@ static int create_and_migrate(struct pgc *c, int64_t *from)
 {
     int64_t has_table = 0;
     *from = 0;
-    if (exec(c, "schema transaction", "BEGIN") != 0)
+    if (pgc_run(c, "schema transaction", "BEGIN") != 0)
         return -1;
-    int rc = exec(c, "schema lock", "SELECT pg_advisory_xact_lock(" PGC_STR(PGC_GUARD_KEY1) ", -1)");
+    int rc = pgc_run(c, "schema lock", "SELECT pg_advisory_xact_lock(" PGC_STR(PGC_GUARD_KEY1) ", -1)");
     if (rc == 0)
-        rc = exec(c, "schema version table",
+        rc = pgc_run(c, "schema version table",
                   "CREATE TABLE IF NOT EXISTS txprocd_schema (version INTEGER NOT NULL)");
     if (rc == 0)
         rc = query_int(c, "schema version", "SELECT COALESCE(MAX(version), 0) FROM txprocd_schema",
@@ -147,12 +135,12 @@ static int create_and_migrate(struct pgc *c, int64_t *from)
         char bump[96];
         snprintf(bump, sizeof bump, "DELETE FROM txprocd_schema; INSERT INTO txprocd_schema "
                  "VALUES (%d)", migrations[i].version);
-        rc = exec(c, "schema migration", migrations[i].sql);
+        rc = pgc_run(c, "schema migration", migrations[i].sql);
         if (rc == 0)
-            rc = exec(c, "schema version", bump);
+            rc = pgc_run(c, "schema version", bump);
     }
     if (rc == 0)
-        rc = exec(c, "committing the schema", "COMMIT");
+        rc = pgc_run(c, "committing the schema", "COMMIT");
     if (rc != 0) {
         PGresult *r = pgc_exec(c, "rollback", "ROLLBACK", 0, 0, NULL);
         PQclear(r);
@@ -230,7 +218,7 @@ int pg_ledger_seed(const char *conninfo, unsigned accounts, unsigned seed)
     struct pgarr cards = { 0 }, balances = { 0 };
     int rc = create_and_migrate(c, &from);
     if (rc == 0)
-        rc = exec(c, "seed transaction", "BEGIN");
+        rc = pgc_run(c, "seed transaction", "BEGIN");
     if (rc == 0)
         rc = query_int(c, "account count", "SELECT COUNT(*) FROM users", &existing);
     if (rc == 0 && existing > 0) {
@@ -268,7 +256,7 @@ int pg_ledger_seed(const char *conninfo, unsigned accounts, unsigned seed)
             log_info("seed: %u/%u accounts", end, accounts);
     }
     if (rc == 0)
-        rc = exec(c, "committing the demo accounts", "COMMIT");
+        rc = pgc_run(c, "committing the demo accounts", "COMMIT");
     else
         PQclear(pgc_exec(c, "rollback", "ROLLBACK", 0, 0, NULL));
     pgarr_free(&cards);
