@@ -469,6 +469,13 @@ uint64_t ring_slot_claims(const struct ring *r, uint32_t slot)
     return __atomic_load_n(&ring_claims_const(r)[slot].claims, __ATOMIC_RELAXED);
 }
 
+int ring_slot_busy(const struct ring *r, uint32_t slot)
+{
+    if (slot >= r->n_slots)
+        return 0;
+    return __atomic_load_n(&ring_claims_const(r)[slot].count, __ATOMIC_RELAXED) != 0;
+}
+
 enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry *out)
 {
     enum ring_find_result found = RING_NOT_FOUND;

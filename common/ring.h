@@ -150,5 +150,8 @@ uint64_t ring_next_txid(const struct ring *r);
 /* Batches slot has claimed so far: a statistic, read without the lock, by
  * which a worker sees whether another one is making progress. */
 uint64_t ring_slot_claims(const struct ring *r, uint32_t slot);
+/* 1 if slot holds a claim it has not acknowledged yet (read without the
+ * lock, like ring_slot_claims). */
+int ring_slot_busy(const struct ring *r, uint32_t slot);
 
 #endif

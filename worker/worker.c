@@ -53,8 +53,13 @@
  * queue to any lower-numbered worker that claimed a batch within the last
  * STANDBY_MS, checking every STANDBY_POLL_MS while entries are queued; it
  * takes over when that worker stops making progress (dead, stopped, stuck)
- * and when draining. Worker 0 never stands by. */
+ * and when draining. Worker 0 never stands by. A batch in hand counts as
+ * progress for up to STANDBY_BATCH_MS after it was claimed: one batch on a
+ * busy PostgreSQL server can take longer than STANDBY_MS, and a second
+ * worker cutting in then only adds lock waits; a worker stopped with a claim
+ * in hand is still overtaken within STANDBY_BATCH_MS. */
 #define STANDBY_MS 100
+#define STANDBY_BATCH_MS 1000
 #define STANDBY_POLL_MS 10
 
 /* Idempotency key pruning: every min(this, ttl / 2) seconds (at least 1),
@@ -79,6 +84,7 @@ struct worker {
     int64_t last_error_log_us;
     uint64_t errors_unlogged;
     uint64_t seen_claims[RING_MAX_SLOTS]; /* of the lower-numbered workers */
+    int64_t claimed_at_us[RING_MAX_SLOTS]; /* when each of them was seen claiming */
     int64_t lower_progress_us;            /* when one of them last claimed */
     int64_t next_prune_us;                /* monotonic; 0: this worker does not prune */
     struct ledger_outcome outcomes[RING_MAX_BATCH];
@@ -148,14 +154,19 @@ static int standing_by(struct worker *w)
     if (w->index == 0 || w->draining || retire_requested)
         return 0;
     int64_t now = clock_mono_us();
+    int busy = 0;
     for (uint32_t k = 0; k < w->index && k < RING_MAX_SLOTS; k++) {
         uint64_t claims = ring_slot_claims(w->ring, k);
         if (claims != w->seen_claims[k]) {
             w->seen_claims[k] = claims;
+            w->claimed_at_us[k] = now;
             w->lower_progress_us = now;
         }
+        if (w->claimed_at_us[k] != 0 && ring_slot_busy(w->ring, k) &&
+            now - w->claimed_at_us[k] < STANDBY_BATCH_MS * 1000)
+            busy = 1;
     }
-    return w->lower_progress_us != 0 && now - w->lower_progress_us < STANDBY_MS * 1000;
+    return busy || (w->lower_progress_us != 0 && now - w->lower_progress_us < STANDBY_MS * 1000);
 }
 
 /* Before a claim, with depth entries queued: 1 if the loop should go round
