@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/check.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -49,6 +50,7 @@ void pgc_free(struct pgc *c)
 
 static void set_error(struct pgc *c, const char *sqlstate, const char *msg, const char *what)
 {
+    c->constraint[0] = '\0';
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
     /* libpq messages end with a newline; keep one line. */
     char line[160];
@@ -124,6 +126,13 @@ static PGconn *connect_by(struct pgc *c, int64_t deadline_us)
     return conn;
 }
 
+static void result_error(struct pgc *c, const PGresult *r, const char *what)
+{
+    set_error(c, PQresultErrorField(r, PG_DIAG_SQLSTATE), PQresultErrorMessage(r), what);
+    const char *constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+    snprintf(c->constraint, sizeof c->constraint, "%s", constraint ? constraint : "");
+}
+
 /* Sends what PQsend* queued, then collects the results until the deadline. */
 static PGresult *await(struct pgc *c, const char *what, int64_t deadline_us)
 {
@@ -168,7 +177,7 @@ static PGresult *await(struct pgc *c, const char *what, int64_t deadline_us)
     ExecStatusType st = PQresultStatus(keep);
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return keep;
-    set_error(c, PQresultErrorField(keep, PG_DIAG_SQLSTATE), PQresultErrorMessage(keep), what);
+    result_error(c, keep, what);
     PQclear(keep);
     if (PQstatus(conn) == CONNECTION_BAD)
         c->broken = 1;
@@ -199,6 +208,89 @@ PGresult *pgc_exec(struct pgc *c, const char *what, const char *sql, int prepare
                          : PQsendQuery(c->conn, sql);
     if (!ok) {
         set_error(c, "", PQerrorMessage(c->conn), what);
+        c->broken = 1;
+        return NULL;
+    }
+    return await(c, what, deadline);
+}
+
+/* Sends until libpq's output buffer is empty. 0, or -1 (c->error set,
+ * broken). */
+static int flush_all(struct pgc *c, const char *what, int64_t deadline_us)
+{
+    int f;
+    while ((f = PQflush(c->conn)) == 1) {
+        int w = wait_socket(c->conn, POLLOUT | POLLIN, deadline_us);
+        if (w <= 0 || PQconsumeInput(c->conn) == 0) {
+            set_error(c, "", w == 0 ? "no answer from the server in time" : PQerrorMessage(c->conn),
+                      what);
+            c->broken = 1;
+            return -1;
+        }
+    }
+    if (f < 0) {
+        set_error(c, "", PQerrorMessage(c->conn), what);
+        c->broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+PGresult *pgc_copy(struct pgc *c, const char *what, const char *sql, const char *data, size_t len)
+{
+    if (c->conn == NULL || c->broken) {
+        if (c->error[0] == '\0')
+            set_error(c, "", "not connected", what);
+        c->broken = 1;
+        return NULL;
+    }
+    ASSERT(len <= INT32_MAX);
+    int64_t deadline = clock_mono_us() + (int64_t)c->timeout_ms * 1000;
+    PGconn *conn = c->conn;
+    if (!PQsendQuery(conn, sql)) {
+        set_error(c, "", PQerrorMessage(conn), what);
+        c->broken = 1;
+        return NULL;
+    }
+    if (flush_all(c, what, deadline) != 0)
+        return NULL;
+    while (PQisBusy(conn)) {
+        int w = wait_socket(conn, POLLIN, deadline);
+        if (w <= 0 || PQconsumeInput(conn) == 0) {
+            set_error(c, "", w == 0 ? "no answer from the server in time" : PQerrorMessage(conn),
+                      what);
+            c->broken = 1;
+            return NULL;
+        }
+    }
+    PGresult *start = PQgetResult(conn);
+    if (start == NULL || PQresultStatus(start) != PGRES_COPY_IN) {
+        /* Refused before any row (a missing column, no permission): the
+         * error is this result; collect the rest of the exchange. */
+        if (start == NULL) {
+            set_error(c, "", PQerrorMessage(conn), what);
+            c->broken = 1;
+            return NULL;
+        }
+        result_error(c, start, what);
+        PQclear(start);
+        PGresult *rest = await(c, what, deadline);
+        PQclear(rest);
+        c->broken = 1; /* out of step with the server, most likely: start afresh */
+        return NULL;
+    }
+    PQclear(start);
+    /* Non-blocking libpq queues the whole buffer (growing its own) and
+     * answers 0 only when it cannot: flush and offer it again. */
+    int put;
+    while ((put = PQputCopyData(conn, data, (int)len)) == 0)
+        if (flush_all(c, what, deadline) != 0)
+            return NULL;
+    while (put > 0 && (put = PQputCopyEnd(conn, NULL)) == 0)
+        if (flush_all(c, what, deadline) != 0)
+            return NULL;
+    if (put < 0) {
+        set_error(c, "", PQerrorMessage(conn), what);
         c->broken = 1;
         return NULL;
     }
@@ -270,10 +362,11 @@ enum lb_rc pgc_classify(const struct pgc *c)
         "55P03", /* lock_not_available (lock_timeout) */
         "57014", /* query_canceled (statement_timeout) */
         "25006", /* read_only_sql_transaction: a standby, until failover completes */
-        /* unique_violation: only users' primary key can raise it (txids and
-         * keys are inserted ON CONFLICT DO NOTHING), when two workers open
-         * the same card at once; FOR UPDATE cannot lock a row that does not
-         * exist yet. Applied again, the batch sees the account. */
+        /* unique_violation: users' primary key, should two batches open
+         * one card at once (the card locks of pg_write.c prevent it), or
+         * a row written by hand. Applied again, the batch sees the account.
+         * Keys are inserted ON CONFLICT DO NOTHING, and a txid's violation
+         * is told apart by its index before it gets here (pg_write.c). */
         "23505",
     };
     for (size_t i = 0; i < sizeof passing / sizeof passing[0]; i++)
@@ -458,6 +551,57 @@ void pgarr_free(struct pgarr *a)
 {
     free(a->buf);
     *a = (struct pgarr){ 0 };
+}
+
+static void copy_sep(struct pgarr *a)
+{
+    put(a, "\t", 1);
+}
+
+void pgcopy_int(struct pgarr *a, int64_t v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof num, "%" PRId64, v);
+    put(a, num, (size_t)n);
+    copy_sep(a);
+}
+
+void pgcopy_null(struct pgarr *a)
+{
+    put(a, "\\N", 2);
+    copy_sep(a);
+}
+
+/* COPY's text format: backslash, tab, newline and carriage return are
+ * escaped; every other byte stands for itself. */
+void pgcopy_text(struct pgarr *a, const char *s, size_t len)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *esc = s[i] == '\\' ? "\\\\" : s[i] == '\t' ? "\\t" : s[i] == '\n' ? "\\n"
+                        : s[i] == '\r' ? "\\r" : NULL;
+        if (esc == NULL)
+            continue;
+        put(a, s + from, i - from);
+        put(a, esc, 2);
+        from = i + 1;
+    }
+    put(a, s + from, len - from);
+    copy_sep(a);
+}
+
+void pgcopy_row(struct pgarr *a)
+{
+    if (a->failed)
+        return;
+    ASSERT(a->len > 0 && a->buf[a->len - 1] == '\t');
+    a->buf[a->len - 1] = '\n';
+}
+
+const char *pgcopy_data(struct pgarr *a, size_t *len)
+{
+    *len = a->len;
+    return a->failed ? NULL : (a->len == 0 ? "" : a->buf);
 }
 
 int64_t pgc_int(const PGresult *r, int row, int col, int *is_null)

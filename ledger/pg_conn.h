@@ -38,6 +38,7 @@ struct pgc {
     const char *session_sql; /* run after connecting (SETs), or NULL */
     char sqlstate[6];       /* of the last failure; "" for a lost connection */
     char error[224];        /* "<SQLSTATE>: <message> (<what>)" of the last failure */
+    char constraint[64];    /* the constraint the last failure names, or "" */
     int broken;             /* the connection is gone: reconnect before the next use */
     int down_logged;        /* "cannot connect" said once per outage */
 };
@@ -60,6 +61,12 @@ void pgc_drop(struct pgc *c);
  * c->broken. */
 PGresult *pgc_exec(struct pgc *c, const char *what, const char *sql, int prepared, int nparams,
                    const char *const *values);
+
+/* Runs sql, a COPY ... FROM STDIN, and sends it len bytes of rows in
+ * COPY's text format, all under one deadline. Returns the COPY's result
+ * (PQcmdTuples: rows copied) or NULL as pgc_exec does. COPY takes rows
+ * two to three times cheaper than INSERT ... SELECT FROM unnest(...). */
+PGresult *pgc_copy(struct pgc *c, const char *what, const char *sql, const char *data, size_t len);
 
 /* Runs fixed SQL for its effect (setup, migration, seeding): 0, or -1
  * after logging c->error. */
@@ -98,6 +105,16 @@ void pgarr_text(struct pgarr *a, const char *s, size_t len);
  * if memory ran out. */
 const char *pgarr_end(struct pgarr *a);
 void pgarr_free(struct pgarr *a);
+
+/* Rows for pgc_copy in COPY's text format, built in a pgarr's buffer
+ * (begin with pgarr_begin, take the bytes with pgcopy_data): fields, then
+ * pgcopy_row() after each row. */
+void pgcopy_int(struct pgarr *a, int64_t v);
+void pgcopy_null(struct pgarr *a);
+void pgcopy_text(struct pgarr *a, const char *s, size_t len);
+void pgcopy_row(struct pgarr *a);
+/* The rows so far and their length, or NULL if memory ran out. */
+const char *pgcopy_data(struct pgarr *a, size_t *len);
 
 /* A column of a result row as int64 (0 for NULL); *is_null if given. */
 int64_t pgc_int(const PGresult *r, int row, int col, int *is_null);

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from conftest import (JSON, Load, assert_error, balance_sum, card, cont_workers, db_query,
-                      final_rows, ledger_invariant, make_ops, prefer_wait, sigstop, stop_workers,
-                      wait_final, wait_until)
+from conftest import (JSON, Load, assert_error, balance_sum, card, cont_workers, db_exec,
+                      db_query, final_rows, ledger_invariant, make_ops, prefer_wait, sigstop,
+                      stop_workers, wait_final, wait_until)
 
 
 def new_card(n):
@@ -199,6 +199,29 @@ def test_worker_dying_after_commit_hands_the_outcome_over_from_the_ledger(server
     txid = int(body["id"])
     assert db_query(srv.db, "SELECT COUNT(*) FROM transactions WHERE txid = ?", (txid,)) == [(1,)]
     assert srv.metrics()["counters"]["tx_replayed"] == 1
+
+
+def test_txid_already_recorded_without_a_retry_mark_is_not_recorded_twice(server_factory):
+    """An entry that was never claimed before skips the replay lookup; should
+    its txid be in the ledger anyway (a claim handed out twice), the unique
+    txid index must stop the second row, and the batch is applied again with
+    a lookup for every entry: found, it is a replay, and money moves once."""
+    srv = server_factory(workers=1)
+    txid = srv.queue()["next_txid"] + 5  # after the five below
+    before = srv.balance(card(3))
+    # As if this very request had been applied already (balance included).
+    db_exec(srv.db, "UPDATE users SET balance = balance + 7 WHERE card_number = ?", (card(3),))
+    db_exec(srv.db, "INSERT INTO transactions(txid, card_number, amount, success, status, "
+                    "balance_after) VALUES (?, ?, 7, 1, 'applied', ?)", (txid, card(3), before + 7))
+    others = [srv.submit(card(10 + i), 1) for i in range(5)]
+    assert srv.submit(card(3), 7) == txid
+    others += [srv.submit(card(20 + i), 1) for i in range(5)]
+    outcomes = srv.wait_final(others + [txid], timeout=30)
+    assert set(outcomes.values()) == {"applied"}, outcomes
+    assert db_query(srv.db, "SELECT COUNT(*) FROM transactions WHERE txid = ?", (txid,)) == [(1,)]
+    assert srv.balance(card(3)) == before + 7
+    assert srv.metrics()["counters"]["tx_replayed"] == 1
+    assert "holds a txid already recorded" in srv.log_text()
 
 
 def test_full_completion_ring_ends_waits_with_202_and_counts_them(server_factory):

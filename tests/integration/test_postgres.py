@@ -350,3 +350,41 @@ def test_batch_of_thousands_of_unknown_cards_takes_one_lock(pg_server):
     assert sum(1 for t in ids if rows[t] == "unknown_account") == 999
     assert rows[ids[500]] == "applied"
     assert srv.metrics()["counters"]["db_errors"] == 0
+
+
+@pytest.mark.parametrize("others", [0, 40], ids=["few-missing", "many-missing"])
+def test_deposit_racing_an_opening_waits_for_it(pg_server, others):
+    """A batch naming a card that a concurrent transaction is opening (another
+    worker, another node) must wait for that opening and then see it; not
+    finding the card, it would record unknown_account after the opening
+    committed. The opening is played by a session that takes the locks an
+    opening batch takes (pg_write.c): the creation lock, shared, and the
+    card's key. With many unknown cards the batch takes the creation lock
+    exclusively instead, and must wait just the same."""
+    srv = pg_server(workers=1)
+    opened = unknown_card(9000)
+    con = pg.connect(srv.db)
+    con.autocommit = False
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock_shared(29816, -2)")
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 29816))", (opened,))
+            cur.execute("INSERT INTO users(card_number, balance, opened_at) VALUES (%s, 0, 0)",
+                        (opened,))
+        body = [{"card_number": unknown_card(i), "amount": 1} for i in range(others)]
+        body.append({"card_number": opened, "amount": 25})
+        r = srv.post_json("/transactions", body)
+        assert r.status_code == 202, r.text
+        ids = [int(x) for x in r.json()["ids"]]
+        wait_until(lambda: srv.metrics()["counters"]["batches_committed"] == 0
+                   and srv.queue()["claimed"] == len(ids), 10, "the batch to be claimed")
+        time.sleep(1)  # well past a batch's time: the worker is waiting for the lock
+        assert db_query(srv.db, "SELECT COUNT(*) FROM transactions WHERE txid = ?",
+                        (ids[-1],)) == [(0,)]
+    finally:
+        con.commit()
+        con.close()
+    rows = wait_final(srv.db, ids, timeout=20)
+    assert rows[ids[-1]] == "applied", rows
+    assert srv.balance(opened) == 25
+    assert sum(1 for t in ids[:-1] if rows[t] == "unknown_account") == others

@@ -230,3 +230,22 @@ TEST(pg_array_parameters_quote_what_needs_it)
     CHECK(strcmp(pgarr_end(&a), "{-9223372036854775808,NULL,\"a \\\"b\\\" \\\\c,{}\",\"NULL\"}") == 0);
     pgarr_free(&a);
 }
+
+TEST(pg_copy_rows_escape_what_needs_it)
+{
+    struct pgarr a = { 0 };
+    size_t len = 1;
+    pgarr_begin(&a);
+    CHECK(strcmp(pgcopy_data(&a, &len), "") == 0 && len == 0);
+    pgcopy_text(&a, "a\tb\\c\nd\re", 9);
+    pgcopy_null(&a);
+    pgcopy_int(&a, -9223372036854775807LL - 1);
+    pgcopy_row(&a);
+    pgcopy_text(&a, "\\N", 2); /* the text, not NULL */
+    pgcopy_text(&a, "", 0);
+    pgcopy_row(&a);
+    const char *want = "a\\tb\\\\c\\nd\\re\t\\N\t-9223372036854775808\n\\\\N\t\n";
+    const char *got = pgcopy_data(&a, &len);
+    CHECK(got != NULL && len == strlen(want) && memcmp(got, want, len) == 0);
+    pgarr_free(&a);
+}

@@ -320,8 +320,26 @@ def run_pg(a):
             bl.seed(a.build, db, a.accounts)
             return db
 
+        def psql(sql, timeout=120):
+            return subprocess.run(["sh", str(PGTMP), "psql", str(cluster), "-U", "postgres", "-qAtc",
+                                   sql], check=True, capture_output=True, text=True,
+                                  timeout=timeout).stdout.strip()
+
+        def settle(dropped):
+            """Leaves the server as a fresh one would be: the database the last
+            run filled is dropped (autovacuum would work on it during the next
+            run), the WAL it wrote checkpointed, and autovacuum idle."""
+            psql("DROP DATABASE %s WITH (FORCE)" % dropped)
+            psql("CHECKPOINT")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and psql(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+                    " AND state IS DISTINCT FROM 'idle'") != "0":
+                time.sleep(0.5)
+
         workers = ["--workers", a.pg_connections]
         result["batch"] = run_batch(a, workers, db=fresh("apply"))
+        settle("apply")
         result["ingest"] = run_ingest(a, workers, db=fresh("ingest"))
         return result
     finally:
