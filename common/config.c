@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/node.h"
 #include "common/ring.h"
 #include "common/shm.h"
 
@@ -39,6 +40,7 @@ enum option_id {
     OPT_IDEMPOTENCY_TTL,
     OPT_USER,
     OPT_DISCARD_SHM,
+    OPT_NODE_ID,
     OPT_HELP,
     OPT_VERSION,
     OPT__COUNT
@@ -63,6 +65,7 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_IDEMPOTENCY_TTL] = { "idempotency-ttl", "TXP_IDEMPOTENCY_TTL", "SECONDS", "keep Idempotency-Keys at least this long, then prune them (default 86400)" },
     [OPT_USER] = { "user", "TXP_USER", "NAME", "when started as root, run as this user after binding the socket" },
     [OPT_DISCARD_SHM] = { "discard-shm", NULL, NULL, "drop an abandoned segment that cannot be adopted, or remove one that is not ours (loses what it queued)" },
+    [OPT_NODE_ID] = { "node-id", "TXP_NODE_ID", "N", "this node's number, 1 to 63, when several txprocd share one PostgreSQL ledger (default: the only one)" },
     [OPT_HELP] = { "help", NULL, NULL, "show this help and exit" },
     [OPT_VERSION] = { "version", NULL, NULL, "show the version and exit" },
 };
@@ -159,6 +162,7 @@ static int apply_option(struct config *cfg, enum option_id idx, const char *v)
         return parse_uint(name, v, 1, 10u * 365 * 86400, &cfg->idempotency_ttl_s);
     case OPT_USER: return copy_string(name, cfg->user, sizeof cfg->user, v);
     case OPT_DISCARD_SHM: cfg->discard_shm = 1; return 0;
+    case OPT_NODE_ID: return parse_uint(name, v, 1, NODE_MAX, &cfg->node_id);
     case OPT_HELP:
     case OPT_VERSION:
     case OPT__COUNT:

@@ -32,6 +32,7 @@ struct config {
     unsigned max_body;         /* bytes; larger bodies get 413 */
     unsigned max_headers;      /* bytes of request headers */
     int discard_shm;           /* drop an incompatible abandoned segment */
+    unsigned node_id;          /* 1..NODE_MAX when several nodes share the ledger; 0: the only one */
     int log_level;             /* enum log_level */
 };
 

@@ -167,6 +167,11 @@ static void put_children(struct out *o, const struct shm_seg *seg)
     put(o, "# HELP txprocd_uptime_seconds time since the master started\n"
            "# TYPE txprocd_uptime_seconds gauge\ntxprocd_uptime_seconds %.3f\n",
         (double)(clock_wall_us() - seg->hdr->started_at_us) / 1e6);
+    /* An info metric, so a query can join any series of this target with
+     * its node (0: the ledger's only instance). */
+    put(o, "# HELP txprocd_node_info the node this instance is (--node-id; 0: the only one)\n"
+           "# TYPE txprocd_node_info gauge\ntxprocd_node_info{node=\"%u\"} 1\n",
+        seg->hdr->params.node_id);
 }
 
 char *prom_render(const struct shm_seg *seg, size_t *len)

@@ -57,11 +57,27 @@ size_t ring_bytes(uint32_t capacity, uint32_t n_slots, uint32_t batch_max)
     return claim_entries_off(n_slots, batch_max, n_slots) + (size_t)capacity * sizeof(struct txn_entry);
 }
 
+/* Positions a ring may hand out ids for: a strided ring its reserved
+ * span, a dense one every id up to INT64_MAX. */
+static uint64_t ring_span(uint64_t base, uint32_t stride)
+{
+    if (stride > 1)
+        return RING_STRIDED_SPAN;
+    return base <= (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX - base : 0;
+}
+
+static uint32_t stride_of(const struct ring *r)
+{
+    return r->txid_stride == 0 ? 1 : r->txid_stride;
+}
+
 int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint32_t batch_max,
-              uint64_t txid_base)
+              uint64_t txid_base, uint32_t txid_stride)
 {
     if (capacity == 0 || capacity > RING_MAX_CAPACITY || n_slots == 0 || n_slots > RING_MAX_SLOTS ||
-        batch_max == 0 || batch_max > RING_MAX_BATCH || bytes < ring_bytes(capacity, n_slots, batch_max))
+        batch_max == 0 || batch_max > RING_MAX_BATCH || bytes < ring_bytes(capacity, n_slots, batch_max) ||
+        txid_stride == 0 || txid_stride > RING_MAX_STRIDE || txid_base == 0 ||
+        txid_base > (uint64_t)INT64_MAX - ring_span(txid_base, txid_stride) * txid_stride)
         return -EINVAL;
 
     struct ring *r = mem;
@@ -70,6 +86,7 @@ int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint
     r->n_slots = n_slots;
     r->batch_max = batch_max;
     r->txid_base = txid_base;
+    r->txid_stride = txid_stride;
     r->bytes = ring_bytes(capacity, n_slots, batch_max);
 
     struct ring_claim *claims = ring_claims(r);
@@ -160,8 +177,12 @@ int ring_validate(const struct ring *r, size_t bytes, int layout_only, char *why
 
     /* Positions and counts: exact only while no process uses the ring. */
     uint64_t head = r->head, tail = r->tail, claimed = 0;
-    if (head > tail || tail - head > r->capacity || r->txid_base > INT64_MAX ||
-        tail > (uint64_t)INT64_MAX - r->txid_base)
+    uint32_t stride = stride_of(r);
+    if (stride > RING_MAX_STRIDE || r->txid_base == 0 || r->txid_base > INT64_MAX ||
+        r->txid_base > (uint64_t)INT64_MAX - ring_span(r->txid_base, stride) * stride)
+        return invalid(why, len, "txid base %llu or stride %u out of range",
+                       (unsigned long long)r->txid_base, stride);
+    if (head > tail || tail - head > r->capacity || tail > ring_span(r->txid_base, stride))
         return invalid(why, len, "queue positions out of range (head %llu, tail %llu)",
                        (unsigned long long)head, (unsigned long long)tail);
     for (uint32_t i = 0; i < r->n_slots; i++) {
@@ -320,9 +341,14 @@ int ring_enqueue(struct ring *r, struct txn_entry *entries, uint32_t n)
         ring_unlock(r);
         return -EAGAIN;
     }
+    uint32_t stride = stride_of(r);
+    if (n > ring_span(r->txid_base, stride) - r->tail) {
+        ring_unlock(r);
+        return -ENOSPC; /* the ids reserved for this ring are used up */
+    }
     struct txn_entry *slots = ring_slots(r);
     for (uint32_t i = 0; i < n; i++) {
-        entries[i].txid = r->txid_base + r->tail + i;
+        entries[i].txid = r->txid_base + (r->tail + i) * stride;
         if (entries[i].queued_at_us == 0)
             entries[i].queued_at_us = now;
         slots[(r->tail + i) % r->capacity] = entries[i];
@@ -459,7 +485,22 @@ uint64_t ring_pending(struct ring *r)
 
 uint64_t ring_next_txid(const struct ring *r)
 {
-    return r->txid_base + __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+    return r->txid_base + __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) * stride_of(r);
+}
+
+uint32_t ring_txid_stride(const struct ring *r)
+{
+    return stride_of(r);
+}
+
+/* The position txid was handed out at, if this ring handed it out. */
+static int position_of(const struct ring *r, uint64_t txid, uint64_t *pos)
+{
+    uint32_t stride = stride_of(r);
+    if (txid < r->txid_base || (txid - r->txid_base) % stride != 0)
+        return 0;
+    *pos = (txid - r->txid_base) / stride;
+    return *pos < r->tail;
 }
 
 uint64_t ring_slot_claims(const struct ring *r, uint32_t slot)
@@ -481,8 +522,9 @@ enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry 
     enum ring_find_result found = RING_NOT_FOUND;
     ring_lock(r);
     struct txn_entry *slots = ring_slots(r);
-    if (txid >= r->txid_base && txid - r->txid_base < r->tail) {
-        uint64_t pos = txid - r->txid_base;
+    uint64_t pos = 0;
+    int ours = position_of(r, txid, &pos);
+    if (ours) {
         if (pos >= r->head && slots[pos % r->capacity].txid == txid) {
             *out = slots[pos % r->capacity];
             found = RING_FOUND_QUEUED;
@@ -504,7 +546,7 @@ enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry 
      * requeued entries and for ids committed a moment ago; it is bounded by
      * the queue depth. (Not gated on the requeued counter: a holder dying
      * between a requeue and that counter would hide the entries.) */
-    if (found == RING_NOT_FOUND && txid >= r->txid_base && txid - r->txid_base < r->tail) {
+    if (found == RING_NOT_FOUND && ours) {
         for (uint64_t p = r->head; p < r->tail; p++) {
             if (slots[p % r->capacity].txid == txid) {
                 *out = slots[p % r->capacity];

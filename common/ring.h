@@ -9,8 +9,11 @@
  *   struct txn_entry[cap]  the slots, indexed by position % cap
  *
  * head and tail are absolute positions (never wrap); tail - head is the number
- * of queued entries. An entry enqueued at position p gets txid = txid_base + p,
- * so a txid names its slot until the entry leaves the ring.
+ * of queued entries. An entry enqueued at position p gets txid = txid_base +
+ * p * txid_stride, so a txid names its slot until the entry leaves the ring.
+ * A stride above 1 (several nodes on one ledger, common/node.h) interleaves
+ * the ids of the nodes; such a ring hands out at most RING_STRIDED_SPAN ids,
+ * the span its node reserved in the ledger for it.
  *
  * OWNERSHIP
  *   - Every field except the wake-up hints is read and written only with the
@@ -53,6 +56,8 @@
 #define RING_MAX_SLOTS 64
 #define RING_MAX_BATCH 4096
 #define RING_MAX_CAPACITY (1u << 22)
+#define RING_MAX_STRIDE 64
+#define RING_STRIDED_SPAN (1ull << 40)
 
 enum ring_op { RING_OP_NONE = 0, RING_OP_CLAIM = 1, RING_OP_REQUEUE = 2 };
 
@@ -77,7 +82,7 @@ struct ring {
     uint32_t capacity;
     uint32_t n_slots;
     uint32_t batch_max;
-    uint32_t pad0;
+    uint32_t txid_stride; /* 1 (or 0, in a segment from before strides) or a node stride */
     uint64_t txid_base;
     uint64_t bytes;       /* size of the whole region, for validation */
     uint64_t entries_off; /* offset of the slot array from the ring */
@@ -97,7 +102,7 @@ struct ring {
 size_t ring_bytes(uint32_t capacity, uint32_t n_slots, uint32_t batch_max);
 /* Initialises a ring in zeroed shared memory. Returns 0 or -errno. */
 int ring_init(void *mem, size_t bytes, uint32_t capacity, uint32_t n_slots, uint32_t batch_max,
-              uint64_t txid_base);
+              uint64_t txid_base, uint32_t txid_stride);
 /* Checks a region against its own geometry before anything in it is used:
  * magic, sizes, the offset of the slot array and of every claim record and,
  * unless layout_only, the positions, claim counts and any interrupted
@@ -147,6 +152,8 @@ enum ring_find_result { RING_NOT_FOUND = 0, RING_FOUND_QUEUED = 1, RING_FOUND_CL
 enum ring_find_result ring_find(struct ring *r, uint64_t txid, struct txn_entry *out);
 /* The txid the next enqueued entry will get. */
 uint64_t ring_next_txid(const struct ring *r);
+/* The step between two consecutive txids of this ring (1 on a single node). */
+uint32_t ring_txid_stride(const struct ring *r);
 /* Batches slot has claimed so far: a statistic, read without the lock, by
  * which a worker sees whether another one is making progress. */
 uint64_t ring_slot_claims(const struct ring *r, uint32_t slot);

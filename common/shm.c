@@ -211,8 +211,11 @@ static void shm_reset_children(struct shm_seg *seg, const struct shm_params *p)
 }
 
 static int shm_create(struct shm_seg *seg, const char *name, const struct shm_params *p,
-                      uint64_t txid_floor)
+                      const struct shm_txids *ids)
 {
+    uint64_t first = ids->reserve != NULL ? ids->reserve(ids->arg) : ids->floor;
+    if (first == 0)
+        return -1; /* the reservation logged why */
     struct shm_layout l;
     shm_compute_layout(p, &l);
     int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -247,9 +250,12 @@ static int shm_create(struct shm_seg *seg, const char *name, const struct shm_pa
     h->ring_off = l.ring_off;
     h->ring_bytes = l.ring_bytes;
     shm_bind_views(seg, base, l.total);
-    if (ring_init(seg->ring, l.ring_bytes, p->queue_capacity, p->n_workers, p->batch_max,
-                  txid_floor) != 0)
+    if (ring_init(seg->ring, l.ring_bytes, p->queue_capacity, p->n_workers, p->batch_max, first,
+                  ids->stride) != 0) {
+        log_error("shm %s: cannot number transactions from %llu by %u", name,
+                  (unsigned long long)first, ids->stride);
         goto fail;
+    }
     shm_reset_children(seg, p);
     __atomic_store_n(&h->magic, SHM_MAGIC, __ATOMIC_RELEASE); /* valid from here on */
     seg->fd = fd;
@@ -279,12 +285,12 @@ static int params_match(const struct shm_params *a, const struct shm_params *b)
 {
     return a->queue_capacity == b->queue_capacity && a->batch_max == b->batch_max &&
            a->n_frontends == b->n_frontends && a->n_workers == b->n_workers &&
-           strcmp(a->db_path, b->db_path) == 0;
+           a->node_id == b->node_id && strcmp(a->db_path, b->db_path) == 0;
 }
 
 /* Maps the abandoned segment and decides: adopt (1), replace (0), refuse (-1). */
 static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const struct shm_params *p,
-                         uint64_t txid_floor, int discard)
+                         const struct shm_txids *ids, int discard)
 {
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -318,7 +324,8 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
     }
     uint64_t requeued = ring_recover(r);
     uint64_t pending = ring_pending(r);
-    int compatible = params_match(&seg->hdr->params, p) && ring_next_txid(r) >= txid_floor;
+    int compatible = params_match(&seg->hdr->params, p) && ring_next_txid(r) >= ids->floor &&
+                     ring_txid_stride(r) == ids->stride;
     if (compatible) {
         log_info("shm %s: adopted abandoned segment of pid %d: %llu entries pending "
                  "(%llu requeued from unacknowledged claims)", name, seg->hdr->master_pid,
@@ -338,10 +345,14 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
     }
     const struct shm_params *old = &seg->hdr->params;
     if (pending > 0 && !discard) {
+        char node[24] = "";
+        if (old->node_id != 0)
+            snprintf(node, sizeof node, " --node-id %u", old->node_id);
         log_error("shm %s holds %llu pending transactions from a previous run with --queue-size %u "
-                  "--batch-max %u --frontends %u --workers %u --db %s; start with those settings to "
-                  "apply them, or --discard-shm to drop them", name, (unsigned long long)pending,
-                  old->queue_capacity, old->batch_max, old->n_frontends, old->n_workers, old->db_path);
+                  "--batch-max %u --frontends %u --workers %u%s --db %s; start with those settings "
+                  "to apply them, or --discard-shm to drop them", name, (unsigned long long)pending,
+                  old->queue_capacity, old->batch_max, old->n_frontends, old->n_workers, node,
+                  old->db_path);
         munmap(base, size);
         return -1;
     }
@@ -353,13 +364,14 @@ static int shm_try_adopt(struct shm_seg *seg, int fd, const char *name, const st
 }
 
 int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_params *params,
-                    uint64_t txid_floor, int discard, enum shm_open_result *result)
+                    const struct shm_txids *txids, int discard, enum shm_open_result *result)
 {
     shm_seg_reset(seg);
     seg->writable = 1;
     snprintf(seg->name, sizeof seg->name, "%s", name);
-    if (txid_floor == 0)
-        txid_floor = 1;
+    struct shm_txids ids = *txids;
+    if (ids.floor == 0)
+        ids.floor = 1;
 
     char why[384];
     int fd = shm_open(name, O_RDWR, 0); /* O_NOFOLLOW: glibc adds it */
@@ -382,7 +394,7 @@ int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_para
             close(fd);
             return -1;
         }
-        int adopt = shm_try_adopt(seg, fd, name, params, txid_floor, discard);
+        int adopt = shm_try_adopt(seg, fd, name, params, &ids, discard);
         if (adopt < 0) {
             close(fd);
             return -1;
@@ -398,7 +410,7 @@ int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_para
         if (gone != 0)
             return -1;
     }
-    if (shm_create(seg, name, params, txid_floor) != 0)
+    if (shm_create(seg, name, params, &ids) != 0)
         return -1;
     *result = SHM_CREATED;
 ready:

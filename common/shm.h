@@ -76,7 +76,7 @@ struct shm_params {
     uint32_t n_frontends;
     uint32_t n_workers;
     uint32_t port;
-    uint32_t pad;
+    uint32_t node_id;     /* 0: a single node (common/node.h) */
     char listen[96];
     char db_path[512];
 };
@@ -147,13 +147,26 @@ enum shm_open_result {
     SHM_ADOPTED = 1,   /* an abandoned segment was taken over in place */
 };
 
+/* How the master's ring numbers transactions. */
+struct shm_txids {
+    /* An abandoned segment is adopted only if it numbers from here on (one
+     * above the largest txid of this node in the ledger); a single node's
+     * fresh segment starts here. */
+    uint64_t floor;
+    uint32_t stride; /* 1, or the node stride */
+    /* A fresh segment of a node starts at what this returns (a span of ids
+     * reserved in the ledger for it; 0: could not). NULL: at floor. */
+    uint64_t (*reserve)(void *arg);
+    void *arg;
+};
+
 /* Master side: creates the segment, or adopts an abandoned one with the same
- * geometry. Fails with a logged reason (return < 0) when another live
- * instance holds it, when it has another layout version (unless discard is
- * set, which drops it), or when its geometry differs while it still holds
- * pending entries. txid_floor: lowest txid a fresh segment may hand out. */
+ * geometry and node. Fails with a logged reason (return < 0) when another
+ * live instance holds it, when it has another layout version (unless discard
+ * is set, which drops it), or when its geometry differs while it still holds
+ * pending entries. */
 int shm_open_master(struct shm_seg *seg, const char *name, const struct shm_params *params,
-                    uint64_t txid_floor, int discard, enum shm_open_result *result);
+                    const struct shm_txids *ids, int discard, enum shm_open_result *result);
 /* Read-only attach for txctl: validates magic, version and size. Returns 0,
  * or a negative code with a one-line reason in why. */
 int shm_attach_readonly(struct shm_seg *seg, const char *name, char *why, size_t why_len);

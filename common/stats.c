@@ -79,6 +79,7 @@ cJSON *stats_queue_json(const struct shm_seg *seg)
     add_int(o, "repairs", (int64_t)rs.repairs);
     add_int(o, "requeued", (int64_t)rs.requeued);
     add_int(o, "next_txid", (int64_t)ring_next_txid(seg->ring));
+    add_int(o, "txid_stride", (int64_t)ring_txid_stride(seg->ring));
     return o;
 }
 
@@ -178,6 +179,8 @@ cJSON *stats_metrics_json(const struct shm_seg *seg)
     add_int(doc, "queue_capacity", (int64_t)rs.capacity);
     cJSON_AddNumberToObject(doc, "uptime_s", (double)(clock_wall_us() - seg->hdr->started_at_us) / 1e6);
     cJSON_AddNumberToObject(doc, "master_pid", seg->hdr->master_pid);
+    /* 0: the ledger's only instance; 1..NODE_MAX: one of several nodes. */
+    cJSON_AddNumberToObject(doc, "node", seg->hdr->params.node_id);
 
     cJSON *children = stats_children_json(seg);
     if (children != NULL) {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/node.h"
 #include "common/prom.h"
 #include "common/ring.h"
 #include "common/stats.h"
@@ -197,8 +198,14 @@ static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *
         }
         r = lookup_txn(c->db, txid, &t);
     }
+    unsigned owner = node_of_txid(txid, c->cfg->node_id);
     if (r == LOOKUP_FOUND)
         respond_json(req, c->metrics, 200, answer_txn_json(txid, &t));
+    else if (r == LOOKUP_NOT_FOUND && owner != 0 && owner != c->cfg->node_id)
+        /* Numbered by another node: it may still be queued there. */
+        respond_error(req, c->metrics, 404, "no transaction with id %" PRIu64 " in the ledger "
+                      "yet; it was numbered by node %u, which may still hold it queued (ask "
+                      "that node, or again later)", txid, owner);
     else if (r == LOOKUP_NOT_FOUND)
         respond_error(req, c->metrics, 404, "no transaction with id %" PRIu64, txid);
     else

@@ -45,6 +45,14 @@ int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_
         respond_error(req, c->metrics, 503, "queue full, retry later");
         return -1;
     }
+    if (rc == -ENOSPC) {
+        /* A node's segment numbers from a span of 2^40 reserved ids. */
+        log_error("this node's reserved transaction ids are used up: restart it (a fresh segment "
+                  "reserves a new span once the queue has drained)");
+        respond_error(req, c->metrics, 503, "this node cannot number more transactions; "
+                      "send them to another node");
+        return -1;
+    }
     log_error("ring_enqueue: %s", strerror(-rc));
     respond_error(req, c->metrics, 500, "could not queue the transaction");
     return -1;

@@ -16,7 +16,7 @@
 #include "common/config.h"
 #include "common/txn.h"
 
-#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION 3
 
 enum ledger_backend { LEDGER_SQLITE = 0, LEDGER_POSTGRES = 1 };
 
@@ -36,6 +36,7 @@ void ledger_hide_password(char *db);
 /* Totals the master reads once at start (before forking). */
 struct ledger_totals {
     int64_t max_txid;      /* 0 if none recorded */
+    int64_t max_reserved;  /* PostgreSQL: the last id of every span nodes reserved (0: none) */
     double balance_sum;    /* a double: the sum of int64 balances may exceed int64 */
     int64_t account_count;
     int64_t tx_count;      /* rows in transactions */
@@ -63,14 +64,22 @@ int ledger_seed(const char *db, unsigned accounts, unsigned seed);
  * AAAA = i / 10,000 and BBBB = i % 10,000. For seeding and load drivers. */
 void ledger_seed_card(unsigned i, char out[TXN_CARD_MAX + 1]);
 
-/* One instance per ledger: txids are dense per instance, so two instances
- * on one ledger would hand out the same ids. SQLite: an flock on the file,
- * inherited by every child. PostgreSQL: a session advisory lock held by a
- * connection the master keeps (children inherit its socket, so the lock
- * lives while any process of the instance does). Waits up to wait_ms for
- * an instance that is dying. NULL (logged) if it is held or unreachable. */
+/* One instance per ledger, or one per node id: txids are dense per
+ * instance (interleaved per node), so two instances acting as one would
+ * hand out the same ids. SQLite: an flock on the file, inherited by every
+ * child (no nodes: node must be 0). PostgreSQL: session advisory locks held
+ * by a connection the master keeps (children inherit its socket, so the
+ * locks live while any process of the instance does): the only instance
+ * (node 0) excludes every other; node N excludes another node N and an
+ * only instance (pg_conn.h). Waits up to wait_ms for an instance that is
+ * dying. NULL (logged) if held or unreachable. */
 struct ledger_guard;
-struct ledger_guard *ledger_guard_take(const char *db, int wait_ms);
+struct ledger_guard *ledger_guard_take(const char *db, unsigned node, int wait_ms);
+/* Node mode: reserves RING_STRIDED_SPAN ids for a fresh segment of the
+ * guard's node, above every id the ledger holds and every span reserved
+ * before (table txprocd_nodes), and returns the first one (node +
+ * NODE_STRIDE * k); 0 (logged) if it cannot. */
+uint64_t ledger_reserve_txids(struct ledger_guard *g);
 /* Called about once a second by the master. PostgreSQL: notices, without a
  * round trip, that the lock's connection went away (a server restart ends
  * the session and its lock) and takes the lock again, a try every 2 s of at

@@ -431,21 +431,32 @@ int pgc_alive(struct pgc *c)
     return 1;
 }
 
-int pgc_take_guard(struct pgc *c)
+int pgc_take_guard(struct pgc *c, unsigned node)
 {
     if (pgc_ensure(c) != 0)
         return -1;
-    PGresult *r = pgc_exec(c, "instance lock",
-                           "SELECT pg_try_advisory_lock(" PGC_STR(PGC_GUARD_KEY1) ", "
-                           PGC_STR(PGC_GUARD_KEY2) ")", 0, 0, NULL);
+    char sql[320];
+    if (node == 0)
+        snprintf(sql, sizeof sql, "SELECT CASE WHEN pg_try_advisory_lock(%d, %d) THEN 'ok' "
+                 "ELSE 'held' END", PGC_GUARD_KEY1, PGC_GUARD_KEY2);
+    else /* CASE evaluates in order: the shared lock is given back if the node's is taken */
+        snprintf(sql, sizeof sql, "SELECT CASE WHEN NOT pg_try_advisory_lock_shared(%d, %d) "
+                 "THEN 'held' WHEN pg_try_advisory_lock(%d, %u) THEN 'ok' "
+                 "WHEN pg_advisory_unlock_shared(%d, %d) THEN 'node' ELSE 'node' END",
+                 PGC_GUARD_KEY1, PGC_GUARD_KEY2, PGC_GUARD_KEY1, node, PGC_GUARD_KEY1,
+                 PGC_GUARD_KEY2);
+    PGresult *r = pgc_exec(c, "instance lock", sql, 0, 0, NULL);
     if (r == NULL)
         return -1;
-    int got = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    const char *v = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
+    int got = strcmp(v, "ok") == 0 ? 1 : strcmp(v, "node") == 0 ? 0 : 2;
     PQclear(r);
+    if (node == 0 && got == 2)
+        got = 0; /* held by another single instance or by nodes: one message */
     return got;
 }
 
-struct pgc *pgc_guard(const char *conninfo, int wait_ms)
+struct pgc *pgc_guard(const char *conninfo, unsigned node, int wait_ms)
 {
     struct pgc *c = pgc_new(conninfo, "txprocd-master", 5000);
     if (c == NULL) {
@@ -461,16 +472,25 @@ struct pgc *pgc_guard(const char *conninfo, int wait_ms)
     }
     int64_t deadline = clock_mono_us() + (int64_t)wait_ms * 1000;
     for (;;) {
-        int got = pgc_take_guard(c);
+        int got = pgc_take_guard(c, node);
         if (got < 0) {
             log_error("taking the ledger's instance lock on %s: %s", desc, c->error);
             break;
         }
-        if (got)
+        if (got == 1)
             return c;
         if (clock_mono_us() >= deadline) {
-            log_error("ledger %s is in use by another txprocd instance (still after %d s); one "
-                      "instance per ledger", desc, wait_ms / 1000);
+            if (node == 0)
+                log_error("ledger %s is in use by another txprocd instance or by nodes started "
+                          "with --node-id (still after %d s); without --node-id, one instance "
+                          "per ledger", desc, wait_ms / 1000);
+            else if (got == 0)
+                log_error("node id %u is in use by another live txprocd on ledger %s (still "
+                          "after %d s); give each node its own --node-id", node, desc,
+                          wait_ms / 1000);
+            else
+                log_error("ledger %s is held by a txprocd started without --node-id (the only "
+                          "instance); nodes cannot join it until it stops", desc);
             break;
         }
         usleep(100000);

@@ -16,8 +16,9 @@
 #define PGC_STR_(x) #x
 #define PGC_STR(x) PGC_STR_(x)
 
-/* The advisory lock that makes one instance per ledger (two int4 keys:
- * "tx" and the node). */
+/* The advisory locks that fence instances (two int4 keys: "tx" and the
+ * node): the only instance holds (KEY1, 0) exclusively; node N holds it
+ * shared, with (KEY1, N) exclusively. */
 #define PGC_GUARD_KEY1 29816
 #define PGC_GUARD_KEY2 0
 
@@ -80,16 +81,19 @@ enum lb_rc pgc_classify(const struct pgc *c);
 /* For ledger_describe: host(s), port, dbname, user of a conninfo or URI. */
 void pgc_describe(const char *conninfo, char *out, size_t cap);
 
-/* A connection holding the instance's advisory lock; NULL (logged) when
- * another instance holds it past wait_ms or the server is unreachable. */
-struct pgc *pgc_guard(const char *conninfo, int wait_ms);
+/* A connection holding the instance's advisory locks (node 0: the only
+ * instance); NULL (logged) when another instance holds them past wait_ms or
+ * the server is unreachable. */
+struct pgc *pgc_guard(const char *conninfo, unsigned node, int wait_ms);
 
 /* 1 while the connection looks alive, without a round trip (reads what
  * the server sent, if anything: a server that went away has closed it). */
 int pgc_alive(struct pgc *c);
-/* Takes the instance's advisory lock on c (connecting if needed): 1 taken,
- * 0 another session holds it, -1 the server could not be asked. */
-int pgc_take_guard(struct pgc *c);
+/* Takes the instance's advisory locks on c (connecting if needed): 1 taken,
+ * 0 another session holds the node's lock, 2 the ledger is held the other
+ * way (a single instance while a node asks, nodes while a single instance
+ * asks), -1 the server could not be asked. Nothing is left held unless 1. */
+int pgc_take_guard(struct pgc *c, unsigned node);
 
 /* Builds the text form of a one-dimensional array parameter, "{1,NULL,"a b"}". */
 struct pgarr {

@@ -11,7 +11,10 @@
  *   byte order the rules sort by). There is no version below 2 on
  *   PostgreSQL: a new ledger is created at 2; later versions add steps to
  *   migrations[] below, each run with its version bump in one transaction
- *   under an advisory lock, so two starting masters cannot both run it. */
+ *   under an advisory lock, so two starting masters cannot both run it.
+ *   3  txprocd_nodes(node_id, next_k, reserved_at): the spans of txids each
+ *      node has reserved (common/node.h, ledger_reserve_txids); PostgreSQL
+ *      only, as nodes are. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/node.h"
 #include "ledger/pg_conn.h"
 
 #define PG_SETUP_TIMEOUT_MS 60000
@@ -56,11 +60,16 @@ static const char sql_v2[] =
     " txid BIGINT NOT NULL, fingerprint BIGINT NOT NULL, created_at BIGINT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys(created_at)";
 
+static const char sql_v3[] =
+    "CREATE TABLE IF NOT EXISTS txprocd_nodes (node_id INTEGER PRIMARY KEY, "
+    " next_k BIGINT NOT NULL, reserved_at BIGINT NOT NULL)";
+
 static const struct {
     int version;
     const char *sql;
 } migrations[] = {
     { 2, sql_v2 },
+    { 3, sql_v3 },
 };
 
 /* One value of a one-row query, as text into out. */
@@ -158,6 +167,9 @@ static int read_totals(struct pgc *c, struct ledger_totals *out)
     char sum[64];
     if (query_int(c, "max txid", "SELECT COALESCE(MAX(txid), 0) FROM transactions",
                   &out->max_txid) != 0 ||
+        query_int(c, "reserved txids",
+                  "SELECT COALESCE(MAX(next_k * " PGC_STR(NODE_STRIDE) " - 1), 0) FROM txprocd_nodes",
+                  &out->max_reserved) != 0 ||
         query_int(c, "transaction count", "SELECT COUNT(*) FROM transactions", &out->tx_count) != 0 ||
         query_int(c, "account count", "SELECT COUNT(*) FROM users", &out->account_count) != 0 ||
         /* numeric, not bigint: the sum of int64 balances may pass INT64_MAX */

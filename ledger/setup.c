@@ -11,9 +11,11 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "common/check.h"
 #include "common/clock.h"
 #include "common/flockwait.h"
 #include "common/log.h"
+#include "common/node.h"
 #include "ledger/backend.h"
 #include "ledger/pg_conn.h"
 
@@ -134,6 +136,7 @@ int ledger_seed(const char *db, unsigned accounts, unsigned seed)
 }
 
 struct ledger_guard {
+    unsigned node;
     int fd;          /* SQLite: the flocked file */
     struct pgc *pg;  /* PostgreSQL: the connection holding the advisory lock */
     int lost;        /* the connection went away; the lock is being taken again */
@@ -171,11 +174,17 @@ static struct ledger_guard *guard_file(const char *path, int wait_ms)
     return g;
 }
 
-struct ledger_guard *ledger_guard_take(const char *db, int wait_ms)
+struct ledger_guard *ledger_guard_take(const char *db, unsigned node, int wait_ms)
 {
-    if (ledger_backend_of(db) == LEDGER_SQLITE)
+    if (ledger_backend_of(db) == LEDGER_SQLITE) {
+        if (node != 0) {
+            log_error("--node-id needs a PostgreSQL ledger: several nodes share one database "
+                      "server, and a SQLite file lives on one machine");
+            return NULL;
+        }
         return guard_file(db, wait_ms);
-    struct pgc *pg = pgc_guard(db, wait_ms);
+    }
+    struct pgc *pg = pgc_guard(db, node, wait_ms);
     if (pg == NULL)
         return NULL;
     struct ledger_guard *g = calloc(1, sizeof *g);
@@ -186,7 +195,47 @@ struct ledger_guard *ledger_guard_take(const char *db, int wait_ms)
     }
     g->fd = -1;
     g->pg = pg;
+    g->node = node;
     return g;
+}
+
+uint64_t ledger_reserve_txids(struct ledger_guard *g)
+{
+    ASSERT(g->pg != NULL && g->node >= 1 && g->node <= NODE_MAX);
+    char node[16], span[24], now[24];
+    snprintf(node, sizeof node, "%u", g->node);
+    snprintf(span, sizeof span, "%llu", (unsigned long long)RING_STRIDED_SPAN);
+    snprintf(now, sizeof now, "%lld", (long long)clock_wall_us());
+    const char *values[3] = { node, span, now };
+    /* k such that every id node + STRIDE * k of the span lies above every
+     * id in the ledger and every span reserved before for this node. One
+     * statement, under the node's lock: two starts of one node cannot run
+     * it at once. */
+    PGresult *r = pgc_exec(g->pg, "txid reservation",
+                           "WITH m AS (SELECT COALESCE(MAX(txid), 0) / " PGC_STR(NODE_STRIDE)
+                           " + 1 AS k FROM transactions) "
+                           "INSERT INTO txprocd_nodes AS n (node_id, next_k, reserved_at) "
+                           "SELECT $1::int, m.k + $2::int8, $3::int8 FROM m "
+                           "ON CONFLICT (node_id) DO UPDATE SET next_k = GREATEST(n.next_k, "
+                           "EXCLUDED.next_k - $2::int8) + $2::int8, reserved_at = $3::int8 "
+                           "RETURNING next_k - $2::int8",
+                           0, 3, values);
+    if (r == NULL) {
+        log_error("cannot reserve transaction ids for node %u: %s", g->node, g->pg->error);
+        return 0;
+    }
+    int64_t k = PQntuples(r) == 1 ? pgc_int(r, 0, 0, NULL) : 0;
+    PQclear(r);
+    uint64_t top = (uint64_t)INT64_MAX / NODE_STRIDE - RING_STRIDED_SPAN;
+    if (k <= 0 || (uint64_t)k > top) {
+        log_error("node %u: no transaction ids left to reserve (block %lld)", g->node, (long long)k);
+        return 0;
+    }
+    uint64_t base = (uint64_t)k * NODE_STRIDE + g->node;
+    log_info("node %u: reserved transaction ids %llu to %llu (every %uth)", g->node,
+             (unsigned long long)base,
+             (unsigned long long)(base + (RING_STRIDED_SPAN - 1) * NODE_STRIDE), NODE_STRIDE);
+    return base;
 }
 
 int ledger_guard_check(struct ledger_guard *g)
@@ -207,13 +256,13 @@ int ledger_guard_check(struct ledger_guard *g)
     g->next_try_us = now + GUARD_RETRY_US;
     int keep = g->pg->timeout_ms;
     g->pg->timeout_ms = GUARD_TRY_MS;
-    int got = pgc_take_guard(g->pg);
+    int got = pgc_take_guard(g->pg, g->node);
     g->pg->timeout_ms = keep;
     if (got < 0) {
         pgc_drop(g->pg);
         return 0; /* the server is away: nobody else can take it either */
     }
-    if (got == 0) {
+    if (got != 1) {
         log_error("another txprocd instance took the ledger's instance lock while this one had "
                   "lost its connection; stopping this one's workers (queued entries stay in shm)");
         return -1;

@@ -17,6 +17,9 @@
  *      last_txid, opened_at and the n_* counts (statements, see STATEMENTS
  *      in ledger/sqlite.h), so an INSERT INTO users must now name its columns; the
  *      idempotency_keys table
+ *   3  nothing in a SQLite file: the version of the PostgreSQL ledger that
+ *      added the nodes' txid reservations (nodes need PostgreSQL); the
+ *      number is shared so that one version names one set of columns
  *
  * Migrations only add: the prototype keeps working on a migrated file. Each
  * runs with the version bump in one transaction, so a crash mid-way leaves

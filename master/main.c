@@ -13,6 +13,7 @@
 #include "common/config.h"
 #include "common/flockwait.h"
 #include "common/log.h"
+#include "common/node.h"
 #include "common/shm.h"
 #include "ledger/ledger.h"
 #include "master/listener.h"
@@ -26,9 +27,15 @@ static void fill_params(const struct config *cfg, unsigned port, struct shm_para
     p->n_frontends = cfg->frontends;
     p->n_workers = cfg->workers;
     p->port = port;
+    p->node_id = cfg->node_id;
     snprintf(p->listen, sizeof p->listen, "%s:%u", cfg->listen_host, port);
     /* What txctl shows: never a password. */
     ledger_describe(cfg->db_path, p->db_path, sizeof p->db_path);
+}
+
+static uint64_t reserve_txids(void *guard)
+{
+    return ledger_reserve_txids(guard);
 }
 
 /* Ledger totals feed the derived average balance; the balance_delta counter
@@ -91,8 +98,9 @@ int main(int argc, char **argv)
         return TXP_EXIT_CONFIG;
     if (drop_privileges(cfg.user) != 0)
         return TXP_EXIT_CONFIG;
-    /* One instance per ledger (ledger_guard_take says why); held until exit. */
-    struct ledger_guard *guard = ledger_guard_take(cfg.db_path, FLOCK_WAIT_MS);
+    /* One instance per ledger or node (ledger_guard_take says why); held
+     * until exit. */
+    struct ledger_guard *guard = ledger_guard_take(cfg.db_path, cfg.node_id, FLOCK_WAIT_MS);
     if (guard == NULL)
         return TXP_EXIT_CONFIG;
     struct ledger_totals totals;
@@ -105,8 +113,16 @@ int main(int argc, char **argv)
     fill_params(&cfg, port, &params);
     struct shm_seg seg;
     enum shm_open_result how;
-    if (shm_open_master(&seg, cfg.shm_name, &params, (uint64_t)totals.max_txid + 1, cfg.discard_shm,
-                        &how) != 0) {
+    /* The only instance numbers on from the ledger, above any span nodes
+     * reserved (their segments may still hold queued ids); a node from a
+     * span of its own. */
+    struct shm_txids ids = { .floor = (uint64_t)(totals.max_txid > totals.max_reserved
+                                                     ? totals.max_txid : totals.max_reserved) + 1,
+                             .stride = 1 };
+    if (cfg.node_id != 0)
+        ids = (struct shm_txids){ .floor = 1, .stride = NODE_STRIDE, .reserve = reserve_txids,
+                                  .arg = guard };
+    if (shm_open_master(&seg, cfg.shm_name, &params, &ids, cfg.discard_shm, &how) != 0) {
         close(listen_fd);
         ledger_guard_release(guard);
         return TXP_EXIT_CONFIG;
@@ -114,9 +130,13 @@ int main(int argc, char **argv)
     record_totals(&seg, &totals);
     char db[256];
     ledger_describe(cfg.db_path, db, sizeof db);
-    log_info("txprocd listening on %s:%u; db %s (%lld accounts); shm %s (%s); %u frontends, "
-             "%u workers, queue %u, batch %u, sync %s", cfg.listen_host, port, db,
-             (long long)totals.account_count, cfg.shm_name, how == SHM_ADOPTED ? "adopted" : "new",
+    char node[24] = "";
+    if (cfg.node_id != 0)
+        snprintf(node, sizeof node, "node %u, ", cfg.node_id);
+    log_info("txprocd listening on %s:%u; %sdb %s (%lld accounts); shm %s (%s, next txid %llu); "
+             "%u frontends, %u workers, queue %u, batch %u, sync %s", cfg.listen_host, port, node,
+             db, (long long)totals.account_count, cfg.shm_name,
+             how == SHM_ADOPTED ? "adopted" : "new", (unsigned long long)ring_next_txid(seg.ring),
              cfg.frontends, cfg.workers, cfg.queue_size, cfg.batch_max,
              cfg.sync == SYNC_FULL ? "full" : "normal");
 

@@ -8,9 +8,15 @@ recorded exactly once, that money is conserved, that no balance is negative
 and that no transaction is recorded that was never sent.
 
     tests/chaos/chaos.py --seconds 60 [--build build] [--seed 1] [--backend sqlite|postgres]
+                         [--nodes N]
 
 With --backend postgres the ledger is a throwaway PostgreSQL cluster
-(tools/pg/pgtmp.sh) in the work directory, destroyed at the end.
+(tools/pg/pgtmp.sh) in the work directory, destroyed at the end. --nodes N
+(PostgreSQL) runs N txprocd nodes (--node-id 1..N, ports and segments of
+their own) on that one ledger, loads all of them, kills children on every
+node and the master of one; some requests are also sent, with one
+Idempotency-Key, through two nodes, and each key must be applied at most
+once. Ids must be unique across the nodes.
 
 Exit status 0 when every check holds; the figures are printed either way."""
 import argparse
@@ -33,7 +39,8 @@ ACCOUNTS = 2000
 # Kills come as fast as the driver likes: children killed while serving must
 # never make the server give up (only children that die before they are
 # ready count toward its crash loop), so there is no budget to stay under.
-FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected"}
+FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected",
+         "duplicate"}   # the second copy of a keyed request (--nodes)
 
 
 def card(i):
@@ -94,23 +101,27 @@ class Ledger:
 class Server:
     """The txprocd under test; restartable on the same port, db and shm name."""
 
-    def __init__(self, build, workdir, seed, ledger):
+    def __init__(self, build, workdir, seed, ledger, node=0):
         self.bin = os.path.join(ROOT, build, "txprocd")
         self.txctl = os.path.join(ROOT, build, "txctl")
         self.ledger = ledger
         self.db = ledger.db
-        self.log = open(os.path.join(workdir, "txprocd.log"), "ab")
+        self.node = node
+        self.log_path = os.path.join(workdir, "txprocd%s.log" % (("-node%d" % node) if node else ""))
+        self.log = open(self.log_path, "ab")
         self.port = free_port()
-        self.shm = "/txp-chaos-%d" % os.getpid()
-        subprocess.run([self.txctl, "seed", "--db", self.db, "--accounts", str(ACCOUNTS),
-                        "--seed", str(seed)], check=True, capture_output=True)
+        self.shm = "/txp-chaos-%d-%d" % (os.getpid(), node)
+        if node <= 1:
+            subprocess.run([self.txctl, "seed", "--db", self.db, "--accounts", str(ACCOUNTS),
+                            "--seed", str(seed)], check=True, capture_output=True)
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
             [self.bin, "--listen", "127.0.0.1:%d" % self.port, "--db", self.db,
              "--shm-name", self.shm, "--workers", "2", "--frontends", "2",
-             "--worker-timeout", "3", "--drain-timeout", "60"],
+             "--worker-timeout", "3", "--drain-timeout", "60"] +
+            (["--node-id", str(self.node)] if self.node else []),
             stdout=self.log, stderr=self.log, start_new_session=True)
         return self.wait_healthy(20)
 
@@ -156,11 +167,12 @@ class Load:
         ("PUT", "/transaction", b'{}', 405),
     ]
 
-    def __init__(self, port, threads, seed):
-        self.port = port
+    def __init__(self, ports, threads, seed):
+        self.ports = ports
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.accepted = {}
+        self.keyed = collections.defaultdict(list)   # Idempotency-Key -> ids of its copies
         self.unknown = collections.Counter()   # (card, amount) sent without an answer
         self.status = collections.Counter()
         self.unexpected = []
@@ -179,21 +191,40 @@ class Load:
 
     def run(self, seed):
         rng = random.Random(seed)
-        conn = None
+        conns = {}
+        pending_copy = None     # (port, body, idempotency key): the same request via another node
+        n_keys = 0
         while not self.stop.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            if rng.random() < 0.15:
+            headers = {"Content-Type": "application/json"}
+            idem = None
+            if pending_copy is not None:
+                port, body, idem = pending_copy
+                pending_copy = None
+                key = tuple(json.loads(body).values())
+                method, path, want = "POST", "/transaction", 202
+            elif rng.random() < 0.15:
+                port = rng.choice(self.ports)
                 method, path, body, want = rng.choice(self.BAD)
                 key = None
             else:
+                port = rng.choice(self.ports)
                 i = rng.randrange(ACCOUNTS + 20)       # a few unknown cards
                 amount = rng.choice([1, -1]) * rng.randint(1, 200000)
                 key = (card(i), amount)
                 method, path, want = "POST", "/transaction", 202
                 body = json.dumps({"card_number": key[0], "amount": amount}).encode()
+                if len(self.ports) > 1 and rng.random() < 0.05:
+                    n_keys += 1
+                    idem = "chaos-%d-%d" % (seed, n_keys)
+                    other = rng.choice([p for p in self.ports if p != port])
+                    pending_copy = (other, body, idem)
+            if idem is not None:
+                headers["Idempotency-Key"] = idem
+            conn = conns.get(port)
+            if conn is None:
+                conn = conns[port] = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             try:
-                conn.request(method, path, body, {"Content-Type": "application/json"})
+                conn.request(method, path, body, headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException):
@@ -203,26 +234,37 @@ class Load:
                     if key is not None:
                         self.unknown[key] += 1
                 conn.close()
-                conn = None
+                conns.pop(port, None)
                 time.sleep(0.01)
                 continue
             with self.lock:
                 self.sent += 1
                 self.status[resp.status] += 1
                 if resp.status == 202 and key is not None:
-                    self.accepted[int(json.loads(data)["id"])] = key
+                    txid = int(json.loads(data)["id"])
+                    # The second copy of a keyed request may be answered with the
+                    # first one's id (an idempotent replay); any other repeat is a
+                    # txid handed out twice.
+                    replay = idem is not None and txid in self.keyed.get(idem, ())
+                    if txid in self.accepted and not replay:
+                        self.unexpected.append(("id handed out twice", txid, key, self.accepted[txid]))
+                    self.accepted[txid] = key
+                    if idem is not None:
+                        self.keyed[idem].append(txid)
                 elif resp.status == 503:
                     pass
                 elif resp.status != want:
                     self.unexpected.append((method, path, body[:60], resp.status, data[:100]))
             if resp.will_close:
                 conn.close()
-                conn = None
-        if conn is not None:
+                conns.pop(port, None)
+        for conn in conns.values():
             conn.close()
 
 
 class Chaos:
+    """Kills on one server; several nodes get one Chaos each."""
+
     def __init__(self, server, rng):
         self.srv = server
         self.rng = rng
@@ -291,6 +333,22 @@ class Chaos:
         self.recovery.append(("master kill", time.monotonic() - t0))
 
 
+def check_keys(ledger, load):
+    """Each Idempotency-Key sent through two nodes moved money at most once,
+    and every copy that got a 202 is recorded (as the request or as its
+    duplicate)."""
+    problems = []
+    if not load.keyed:
+        return problems
+    rows = ledger.query("SELECT idempotency_key, status FROM transactions "
+                        "WHERE idempotency_key LIKE 'chaos-%'")
+    deciding = collections.Counter(k for k, st in rows if st not in ("duplicate", "rejected"))
+    twice = [k for k, n in deciding.items() if n > 1]
+    if twice:
+        problems.append("Idempotency-Keys applied more than once: %r" % twice[:5])
+    return problems
+
+
 def check_ledger(ledger, initial, load):
     rows = ledger.query("SELECT txid, card_number, amount, status FROM transactions "
                         "WHERE txid IS NOT NULL")
@@ -330,22 +388,23 @@ def check_ledger(ledger, initial, load):
     return problems, len(rows)
 
 
-def run_with_cleanup(srv, body):
-    """Runs body(); whatever happens, no process of the server under test
+def run_with_cleanup(servers, body):
+    """Runs body(); whatever happens, no process of the servers under test
     outlives the run (a failed check must not leave a loaded server behind)."""
     try:
         return body()
     finally:
-        if srv.proc is not None and srv.proc.poll() is None:
+        for srv in servers:
+            if srv.proc is not None and srv.proc.poll() is None:
+                try:
+                    os.killpg(srv.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                srv.proc.wait()
             try:
-                os.killpg(srv.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.unlink("/dev/shm" + srv.shm)
+            except OSError:
                 pass
-            srv.proc.wait()
-        try:
-            os.unlink("/dev/shm" + srv.shm)
-        except OSError:
-            pass
 
 
 def main():
@@ -355,17 +414,22 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--nodes", type=int, default=0, help="txprocd nodes on one PostgreSQL ledger")
     args = ap.parse_args()
+    if args.nodes and args.backend != "postgres":
+        ap.error("--nodes needs --backend postgres")
     rng = random.Random(args.seed)
     work = tempfile.mkdtemp(prefix="txp-chaos-")
     ledger = Ledger(args.backend, work)
     rc = 1
     try:
-        srv = Server(args.build, work, args.seed, ledger)
+        servers = [Server(args.build, work, args.seed, ledger, node)
+                   for node in (range(1, args.nodes + 1) if args.nodes else [0])]
         initial = ledger.query("SELECT SUM(balance) FROM users")[0][0]
-        print("chaos: %d s, seed %d, %s ledger, work dir %s" % (args.seconds, args.seed, args.backend,
-                                                               work), flush=True)
-        rc = run_with_cleanup(srv, lambda: run(args, rng, work, srv, initial))
+        print("chaos: %d s, seed %d, %s ledger%s, work dir %s"
+              % (args.seconds, args.seed, args.backend,
+                 ", %d nodes" % args.nodes if args.nodes else "", work), flush=True)
+        rc = run_with_cleanup(servers, lambda: run(args, rng, work, servers, initial))
         return rc
     finally:
         # The cluster first: its directory is inside the work directory. A
@@ -375,73 +439,92 @@ def main():
             subprocess.run(["rm", "-rf", work])
 
 
-def run(args, rng, work, srv, initial):
-    srv.start()
-    load = Load(srv.port, args.threads, args.seed)
-    chaos = Chaos(srv, rng)
+def run(args, rng, work, servers, initial):
+    for srv in servers:
+        srv.start()
+    load = Load([srv.port for srv in servers], args.threads, args.seed)
+    chaos = [Chaos(srv, rng) for srv in servers]
     t_end = time.monotonic() + args.seconds
     master_kill_at = time.monotonic() + args.seconds / 2
-    db_crash_at = time.monotonic() + args.seconds / 4 if srv.ledger.backend == "postgres" else None
+    db_crash_at = time.monotonic() + args.seconds / 4 if args.backend == "postgres" else None
     load.start()
     try:
         while time.monotonic() < t_end:
-            time.sleep(rng.uniform(0.05, 0.6))
-            chaos.cont_due()
-            chaos.watch_recoveries()
+            time.sleep(rng.uniform(0.05, 0.6) / len(servers))
+            for c in chaos:
+                c.cont_due()
+                c.watch_recoveries()
             if db_crash_at and time.monotonic() >= db_crash_at:
-                srv.ledger.crash_restart()
-                chaos.counts["PostgreSQL restart -m immediate"] += 1
+                servers[0].ledger.crash_restart()
+                chaos[0].counts["PostgreSQL restart -m immediate"] += 1
                 db_crash_at = None
                 continue
+            c = rng.choice(chaos)
             if master_kill_at and time.monotonic() >= master_kill_at:
-                chaos.cont_due(force=True)
-                chaos.kill_master()
+                c.cont_due(force=True)
+                c.kill_master()
                 master_kill_at = None
                 continue
             action = rng.random()
             if action < 0.4:
-                chaos.kill_child("worker")
+                c.kill_child("worker")
             elif action < 0.75:
-                chaos.kill_child("frontend")
+                c.kill_child("frontend")
             else:
-                chaos.stop_worker()
-        chaos.cont_due(force=True)
+                c.stop_worker()
+        for c in chaos:
+            c.cont_due(force=True)
     finally:
         load.join()
-    requeued = srv.stat("queue").get("requeued", 0)
+    requeued = sum(srv.stat("queue").get("requeued", 0) for srv in servers)
     t0 = time.monotonic()
-    srv.proc.send_signal(signal.SIGTERM)
-    try:
-        rc = srv.proc.wait(90)
-    except subprocess.TimeoutExpired:
-        srv.proc.kill()
-        rc = "timeout"
+    for srv in servers:
+        srv.proc.send_signal(signal.SIGTERM)
+    rcs = []
+    for srv in servers:
+        try:
+            rcs.append(srv.proc.wait(90))
+        except subprocess.TimeoutExpired:
+            srv.proc.kill()
+            rcs.append("timeout")
     drain_s = time.monotonic() - t0
-    adopted = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
-               if "adopted abandoned segment" in line]
-    problems, recorded = check_ledger(srv.ledger, initial, load)
-    gave_up = [line for line in open(os.path.join(work, "txprocd.log"), errors="replace")
-               if "CRASH LOOP" in line or "can run; shutting down" in line]
+    logs = [line for srv in servers for line in open(srv.log_path, errors="replace")]
+    adopted = [line for line in logs if "adopted abandoned segment" in line]
+    problems, recorded = check_ledger(servers[0].ledger, initial, load)
+    problems += check_keys(servers[0].ledger, load)
+    gave_up = [line for line in logs if "CRASH LOOP" in line or "can run; shutting down" in line]
     if gave_up:
         problems.append("the server gave up a role: %s" % gave_up[0].strip())
-    if rc != 0:
-        problems.append("final SIGTERM: exit %s" % rc)
+    if any(rc != 0 for rc in rcs):
+        problems.append("final SIGTERM: exit %s" % rcs)
     if load.unexpected:
         problems.append("%d unexpected answers, e.g. %r" % (len(load.unexpected), load.unexpected[:3]))
+    if len(servers) > 1:
+        nodes = collections.Counter(t % 64 for t in load.accepted)
+        if set(nodes) - {srv.node for srv in servers}:
+            problems.append("ids numbered by no node: %r" % dict(nodes))
 
+    counts = collections.Counter()
+    recovery = []
+    for c in chaos:
+        counts.update(c.counts)
+        recovery += c.recovery
     print("requests sent        %d" % load.sent)
     print("  answers            %s" % dict(sorted(load.status.items(), key=str)))
     print("accepted (202)       %d" % len(load.accepted))
+    if len(servers) > 1:
+        print("  by node            %s" % dict(sorted(collections.Counter(t % 64 for t in load.accepted).items())))
+        print("  keyed copies       %d keys sent through two nodes" % len(load.keyed))
     print("recorded in ledger   %d" % recorded)
-    print("kills survived       %s" % dict(chaos.counts))
+    print("kills survived       %s" % dict(counts))
     print("entries requeued     %s (from dead or stopped workers, since the master restart)" % requeued)
     print("master recovery      %s" % "; ".join(l.split("]", 1)[1].strip() for l in adopted))
     worst = {}
-    for what, secs in chaos.recovery:
+    for what, secs in recovery:
         worst[what] = max(secs, worst.get(what, 0.0))
     print("max recovery time    %s" % (", ".join("%s %.2f s" % kv for kv in sorted(worst.items()))
                                       or "n/a"))
-    print("final drain          %.2f s, exit %s" % (drain_s, rc))
+    print("final drain          %.2f s, exit %s" % (drain_s, rcs))
     for p in problems:
         print("FAIL: " + p)
     print("chaos: %s" % ("PASS" if not problems else "FAIL"))

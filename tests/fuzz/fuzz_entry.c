@@ -5,6 +5,7 @@
  *
  * INPUT
  *   byte 0..3   capacity 1..16, consumer slots 1..4, batch_max 1..8, txid base
+ *               (its low bit also picks the txid stride: 1, or 64 as on a node)
  *   then ops    one byte each, op = b & 7, arg = b >> 3 (some read more bytes):
  *     0, 1  enqueue 1..5 made-up entries (all or nothing)
  *     2     claim for a slot (the next byte gives max); slot may be invalid
@@ -24,7 +25,8 @@
  *   - Conservation: ring_pending and ring_stats equal the model's queued +
  *     claimed counts; enqueue fails (-EAGAIN) exactly when there is no room.
  *   - Nothing handed out twice: a txid is claimed by one slot at a time and
- *     never again once acknowledged; txids are dense from the base, unique.
+ *     never again once acknowledged; txids step by the stride from the
+ *     base, unique; ids between two steps are never found.
  *   - ring_find finds exactly the live entries, with their contents.
  *   - Every entry that comes out of the ring passes txn_entry_check.
  *
@@ -64,6 +66,7 @@ struct model {
     size_t bytes;
     uint32_t cap, n_slots, batch_max;
     uint64_t base;
+    uint32_t stride;
     uint64_t enqueued;                    /* entries ever enqueued = ring tail */
     struct txn_entry queue[MAX_CAP];      /* queue[0] is the head */
     uint32_t depth;
@@ -99,8 +102,9 @@ static uint32_t pending(const struct model *m)
 
 static uint8_t *life(struct model *m, uint64_t txid)
 {
-    REQUIRE(txid >= m->base && txid - m->base < m->enqueued);
-    return &m->life[txid - m->base];
+    REQUIRE(txid >= m->base && (txid - m->base) % m->stride == 0 &&
+            (txid - m->base) / m->stride < m->enqueued);
+    return &m->life[(txid - m->base) / m->stride];
 }
 
 static int same_entry(const struct txn_entry *a, const struct txn_entry *b)
@@ -164,7 +168,8 @@ static void check_all(struct model *m)
     REQUIRE(st.tail == m->enqueued && st.tail - st.head == m->depth);
     REQUIRE(st.capacity == m->cap && st.txid_base == m->base);
     REQUIRE(st.repairs == m->repairs);
-    REQUIRE(ring_next_txid(r) == m->base + m->enqueued);
+    REQUIRE(ring_next_txid(r) == m->base + m->enqueued * m->stride);
+    REQUIRE(ring_txid_stride(r) == m->stride);
     REQUIRE(ring_from(r, m->bytes) == r);
 
     struct txn_entry got;
@@ -182,9 +187,11 @@ static void check_all(struct model *m)
     uint64_t from = m->enqueued > 2 * MAX_CAP ? m->enqueued - 2 * MAX_CAP : 0;
     for (uint64_t k = from; k < m->enqueued; k++)
         if (m->life[k] == LIFE_ACKED)
-            REQUIRE(ring_find(r, m->base + k, &got) == RING_NOT_FOUND);
-    REQUIRE(ring_find(r, m->base + m->enqueued, &got) == RING_NOT_FOUND);
+            REQUIRE(ring_find(r, m->base + k * m->stride, &got) == RING_NOT_FOUND);
+    REQUIRE(ring_find(r, m->base + m->enqueued * m->stride, &got) == RING_NOT_FOUND);
     REQUIRE(ring_find(r, m->base - 1, &got) == RING_NOT_FOUND);
+    if (m->stride > 1 && m->depth > 0) /* between two ids of this ring: another node's */
+        REQUIRE(ring_find(r, m->queue[0].txid + 1, &got) == RING_NOT_FOUND);
 }
 
 /* Enqueues n entries (copies kept to check what the ring did to them). */
@@ -202,7 +209,7 @@ static void enqueue(struct model *m, struct txn_entry *batch, uint32_t n)
     REQUIRE(rc == 0);
     REQUIRE(m->enqueued + n <= m->life_cap);
     for (uint32_t i = 0; i < n; i++) {
-        REQUIRE(batch[i].txid == m->base + m->enqueued + i);
+        REQUIRE(batch[i].txid == m->base + (m->enqueued + i) * m->stride);
         if (orig[i].queued_at_us == 0)
             REQUIRE(batch[i].queued_at_us > 0);
         else
@@ -521,12 +528,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.n_slots = 1 + data[1] % MAX_SLOTS;
     m.batch_max = 1 + data[2] % MAX_BATCH;
     m.base = data[3] < 128 ? 1 + data[3] : (UINT64_C(1) << 62) + data[3];
+    m.stride = data[3] & 1 ? RING_MAX_STRIDE : 1;
     m.bytes = ring_bytes(m.cap, m.n_slots, m.batch_max);
     m.life_cap = 5 * size + 8;
     m.life = calloc(m.life_cap, 1);
     void *mem = calloc(1, m.bytes);
     REQUIRE(mem != NULL && m.life != NULL);
-    REQUIRE(ring_init(mem, m.bytes, m.cap, m.n_slots, m.batch_max, m.base) == 0);
+    REQUIRE(ring_init(mem, m.bytes, m.cap, m.n_slots, m.batch_max, m.base, m.stride) == 0);
     m.r = mem;
     check_all(&m);
 

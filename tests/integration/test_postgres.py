@@ -313,7 +313,7 @@ def test_new_ledger_gets_the_prototype_columns_and_a_version(tmp_path):
     assert {"card_number", "balance"} <= cols["users"]
     assert {"card_number", "amount", "success", "timestamp", "txid", "status"} <= \
         cols["transactions"]
-    assert db_query(uri, "SELECT version FROM txprocd_schema") == [(2,)]
+    assert db_query(uri, "SELECT version FROM txprocd_schema") == [(3,)]
     # The prototype's audit query reads the same on either backend.
     assert db_query(uri, "SELECT COUNT(*) FROM users WHERE balance >= 0") == [(3,)]
 

@@ -211,12 +211,14 @@ TEST(ledger_prepare_refuses_newer_schema)
     tmpdb_make(&t, "ledger");
     sqlite3 *db = raw_open(t.path);
     make_prototype(db);
-    raw_exec(db, "PRAGMA user_version = 2");
+    char newer[64];
+    snprintf(newer, sizeof newer, "PRAGMA user_version = %d", LEDGER_SCHEMA_VERSION + 1);
+    raw_exec(db, newer);
     sqlite3_close(db);
     struct ledger_totals tot;
     CHECK(ledger_prepare(t.path, &tot) == -1);
     db = raw_open(t.path);
-    CHECK_EQ_INT(raw_int(db, "PRAGMA user_version", NULL), 2);
+    CHECK_EQ_INT(raw_int(db, "PRAGMA user_version", NULL), LEDGER_SCHEMA_VERSION + 1);
     sqlite3_close(db);
     tmpdb_remove(&t);
 }
@@ -763,7 +765,8 @@ static void rig_start(struct worker_rig *r, enum rig_mode mode)
     snprintf(r->shm_name, sizeof r->shm_name, "/txp-unit-worker-%d", (int)getpid());
     struct shm_params p = { .queue_capacity = 64, .batch_max = 8, .n_frontends = 1, .n_workers = 1 };
     enum shm_open_result res;
-    CHECK(shm_open_master(&r->seg, r->shm_name, &p, 1, 1, &res) == 0);
+    struct shm_txids ids = { .floor = 1, .stride = 1 };
+    CHECK(shm_open_master(&r->seg, r->shm_name, &p, &ids, 1, &res) == 0);
     snprintf(r->cfg.db_path, sizeof r->cfg.db_path, "%s", r->t.path);
     r->cfg.batch_max = 8;
     r->cfg.sync = SYNC_NORMAL;

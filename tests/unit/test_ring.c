@@ -20,7 +20,7 @@ static struct ring *ring_new(uint32_t cap, uint32_t slots, uint32_t batch, uint6
     *bytes = ring_bytes(cap, slots, batch);
     void *mem = mmap(NULL, *bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(mem != MAP_FAILED);
-    CHECK_EQ_INT(ring_init(mem, *bytes, cap, slots, batch, base), 0);
+    CHECK_EQ_INT(ring_init(mem, *bytes, cap, slots, batch, base, 1), 0);
     return mem;
 }
 
@@ -50,6 +50,44 @@ TEST(ring_empty_claim_returns_nothing)
     CHECK_EQ_INT(ring_next_txid(r), 100);
     CHECK(ring_from(r, bytes) == r);
     CHECK(ring_from(r, bytes - 1) == NULL);
+}
+
+TEST(ring_strided_ids_interleave_and_stop_at_the_span)
+{
+    size_t bytes = ring_bytes(8, 1, 4);
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED);
+    /* Node 5 of stride 64, reserved block 1000: ids 64,005 + 64 k. */
+    CHECK_EQ_INT(ring_init(mem, bytes, 8, 1, 4, 64005, 64), 0);
+    struct ring *r = mem;
+    uint64_t a = 0, b = 0;
+    CHECK_EQ_INT(enqueue_one(r, 1, &a), 0);
+    CHECK_EQ_INT(enqueue_one(r, 2, &b), 0);
+    CHECK(a == 64005 && b == 64069);
+    CHECK_EQ_INT(ring_next_txid(r), 64133);
+    struct txn_entry got;
+    CHECK(ring_find(r, b, &got) == RING_FOUND_QUEUED && got.amount == 2);
+    CHECK(ring_find(r, a + 1, &got) == RING_NOT_FOUND); /* node 6's */
+    CHECK(ring_find(r, a - 64, &got) == RING_NOT_FOUND);
+    /* The last ids of the span: the ring refuses what it cannot number. */
+    const struct txn_entry *batch;
+    CHECK_EQ_INT(ring_claim(r, 0, 4, &batch), 2);
+    ring_ack(r, 0);
+    r->head = r->tail = RING_STRIDED_SPAN - 1;
+    struct txn_entry two[2] = { entry(3), entry(4) };
+    CHECK_EQ_INT(ring_enqueue(r, two, 2), -ENOSPC);
+    CHECK_EQ_INT(enqueue_one(r, 5, &a), 0);
+    CHECK(a == 64005 + (RING_STRIDED_SPAN - 1) * 64);
+    CHECK_EQ_INT(enqueue_one(r, 6, NULL), -ENOSPC);
+    /* Strides and bases that could overflow int64 are refused. */
+    void *other = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(other != MAP_FAILED);
+    CHECK_EQ_INT(ring_init(other, bytes, 8, 1, 4, 1, 65), -EINVAL);
+    CHECK_EQ_INT(ring_init(other, bytes, 8, 1, 4, 0, 1), -EINVAL);
+    CHECK_EQ_INT(ring_init(other, bytes, 8, 1, 4, (uint64_t)INT64_MAX - RING_STRIDED_SPAN * 32, 64),
+                 -EINVAL);
+    munmap(other, bytes);
+    munmap(mem, bytes);
 }
 
 TEST(ring_fifo_across_wraparound)

@@ -94,7 +94,10 @@ static void print_stats(const struct shm_seg *seg)
         return;
     char listen[4 * sizeof seg->hdr->params.listen + 1];
     shm_printable(seg->hdr->params.listen, sizeof seg->hdr->params.listen, listen, sizeof listen);
-    printf("txprocd %s  master pid %d  up %.0fs  shm %s\n", listen, seg->hdr->master_pid,
+    char node[24] = "";
+    if (seg->hdr->params.node_id != 0)
+        snprintf(node, sizeof node, "  node %u", seg->hdr->params.node_id);
+    printf("txprocd %s%s  master pid %d  up %.0fs  shm %s\n", listen, node, seg->hdr->master_pid,
            num(doc, "uptime_s"), seg->name);
     const cJSON *counters = cJSON_GetObjectItemCaseSensitive(doc, "counters");
     for (unsigned i = 0; i < METRIC__COUNT; i++)

@@ -70,7 +70,10 @@ static void draw_screen(const struct shm_seg *seg, const struct sample *a, const
     char listen[4 * sizeof seg->hdr->params.listen + 1];
     shm_printable(seg->hdr->params.listen, sizeof seg->hdr->params.listen, listen, sizeof listen);
     printf("\x1b[H\x1b[2J");
-    printf("txprocd %s  master pid %d  up %.0fs  %s\n\n", listen, seg->hdr->master_pid,
+    char node[24] = "";
+    if (seg->hdr->params.node_id != 0)
+        snprintf(node, sizeof node, "  node %u", seg->hdr->params.node_id);
+    printf("txprocd %s%s  master pid %d  up %.0fs  %s\n\n", listen, node, seg->hdr->master_pid,
            (double)(clock_wall_us() - seg->hdr->started_at_us) / 1e6, when);
     printf("requests %12lld %9.1f/s   accepted %12lld %9.1f/s\n", (long long)c[METRIC_http_requests],
            rate(c[METRIC_http_requests], p[METRIC_http_requests], a, b), (long long)c[METRIC_tx_accepted],
