@@ -171,7 +171,9 @@ clean:
 	rm -rf build build-san build-fuzz
 
 # Sub-makefiles own their targets: bench (tools/bench), fuzz (tests/fuzz),
-# chaos (tests/chaos). Each may use the variables above.
--include tools/bench/bench.mk tests/fuzz/fuzz.mk tests/chaos/chaos.mk tools/pg/pg.mk
+# chaos (tests/chaos), failover (tests/failover). Each may use the variables
+# above.
+-include tools/bench/bench.mk tests/fuzz/fuzz.mk tests/chaos/chaos.mk tests/failover/failover.mk \
+    tools/pg/pg.mk
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
