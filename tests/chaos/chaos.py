@@ -26,31 +26,20 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import ROOT, LoadThreads, card, exactly_once, free_port  # noqa: E402
 ACCOUNTS = 2000
 # Kills come as fast as the driver likes: children killed while serving must
 # never make the server give up (only children that die before they are
 # ready count toward its crash loop), so there is no budget to stay under.
 FINAL = {"applied", "insufficient_funds", "unknown_account", "rejected",
          "duplicate"}   # the second copy of a keyed request (--nodes)
-
-
-def card(i):
-    return "6219 8619 %04d 8640" % i
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 PGTMP = os.path.join(ROOT, "tools", "pg", "pgtmp.sh")
@@ -151,7 +140,7 @@ class Server:
         return json.loads(r.stdout) if r.returncode == 0 else {}
 
 
-class Load:
+class Load(LoadThreads):
     """Threads on keep-alive connections; ~15% of requests are invalid on
     purpose and must get a 4xx. A request whose connection died without an
     answer has an unknown outcome: it is remembered so that the check can
@@ -168,26 +157,14 @@ class Load:
     ]
 
     def __init__(self, ports, threads, seed):
+        super().__init__(threads, seed)
         self.ports = ports
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.accepted = {}
         self.keyed = collections.defaultdict(list)   # Idempotency-Key -> ids of its copies
         self.unknown = collections.Counter()   # (card, amount) sent without an answer
         self.status = collections.Counter()
         self.unexpected = []
         self.sent = 0
-        self.threads = [threading.Thread(target=self.run, args=(seed + i,), daemon=True)
-                        for i in range(threads)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def join(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
 
     def run(self, seed):
         rng = random.Random(seed)
@@ -354,19 +331,7 @@ def check_ledger(ledger, initial, load):
                         "WHERE txid IS NOT NULL")
     total = ledger.query("SELECT SUM(balance) FROM users")[0][0]
     negative = ledger.query("SELECT COUNT(*) FROM users WHERE balance < 0")[0][0]
-    problems = []
-    by_id = collections.defaultdict(list)
-    for txid, c, a, st in rows:
-        by_id[txid].append((c, a, st))
-    dup = [t for t, v in by_id.items() if len(v) > 1]
-    if dup:
-        problems.append("txids recorded more than once: %r" % dup[:10])
-    missing = [t for t in load.accepted if t not in by_id]
-    if missing:
-        problems.append("%d accepted transactions not recorded, e.g. %r" % (len(missing), missing[:10]))
-    wrong = [t for t, key in load.accepted.items() if t in by_id and by_id[t][0][:2] != key]
-    if wrong:
-        problems.append("recorded with other data than accepted: %r" % wrong[:10])
+    problems, by_id = exactly_once(rows, load.accepted)
     not_final = [t for t, v in by_id.items() if v[0][2] not in FINAL]
     if not_final:
         problems.append("rows without a final status: %r" % not_final[:10])

@@ -25,14 +25,14 @@ import pwd
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import ROOT, LoadThreads, card, exactly_once, free_port  # noqa: E402
+
 ACCOUNTS = 1000
 PG_BIN = "/usr/lib/postgresql/15/bin"
 # The monitor's health checks, tightened from their defaults (5 s period,
@@ -48,16 +48,6 @@ MONITOR_SETTINGS = {
     "pgautofailover.primary_demote_timeout": "5000",
 }
 FINAL_CODES = {200: None, 404: "unknown_account", 409: "insufficient_funds", 422: "rejected"}
-
-
-def card(i):
-    return "6219 8619 %04d 8640" % i
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(msg):
@@ -223,27 +213,15 @@ class Node:
                 pass
 
 
-class Load:
+class Load(LoadThreads):
     """Threads over both nodes; one in four requests waits for its outcome."""
 
     def __init__(self, ports, threads, seed):
+        super().__init__(threads, seed, join_timeout=60)
         self.ports = ports
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
         self.accepted = {}      # txid -> (card, amount)
         self.final = {}         # txid -> status a waiting client was told
         self.codes = collections.Counter()
-        self.threads = [threading.Thread(target=self.run, args=(seed + i,), daemon=True)
-                        for i in range(threads)]
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-
-    def join(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(60)
 
     def run(self, seed):
         rng = random.Random(seed)
@@ -285,32 +263,20 @@ def check(uri, initial, load):
     con = psycopg2.connect(uri)
     try:
         cur = con.cursor()
-        cur.execute("SELECT txid, card_number, amount, status, applied_at FROM transactions "
+        cur.execute("SELECT txid, card_number, amount, status FROM transactions "
                     "WHERE txid IS NOT NULL")
         rows = cur.fetchall()
         cur.execute("SELECT SUM(balance), COUNT(*) FILTER (WHERE balance < 0) FROM users")
         total, negative = cur.fetchone()
     finally:
         con.close()
-    problems = []
-    by_id = collections.defaultdict(list)
-    for txid, c, a, st, at in rows:
-        by_id[txid].append((c, a, st, at))
-    dup = [t for t, v in by_id.items() if len(v) > 1]
-    if dup:
-        problems.append("txids recorded more than once: %r" % dup[:10])
-    missing = [t for t in load.accepted if t not in by_id]
-    if missing:
-        problems.append("%d accepted transactions not in the ledger, e.g. %r" % (len(missing), missing[:10]))
-    wrong = [t for t, k in load.accepted.items() if t in by_id and by_id[t][0][:2] != k]
-    if wrong:
-        problems.append("recorded with other data than sent: %r" % wrong[:10])
+    problems, by_id = exactly_once(rows, load.accepted)
     told = [t for t, st in load.final.items() if t in by_id and by_id[t][0][2] != st]
     if told:
         problems.append("final answers the ledger does not hold: %r" %
                         [(t, load.final[t], by_id[t][0][2]) for t in told[:10]])
     extra = [t for t in by_id if t not in load.accepted]
-    applied = sum(a for vs in by_id.values() for (_, a, st, _) in vs if st == "applied")
+    applied = sum(a for vs in by_id.values() for (_, a, st) in vs if st == "applied")
     if int(total) != initial + applied:
         problems.append("money not conserved: %d != %d + %d" % (total, initial, applied))
     if negative:
