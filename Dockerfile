@@ -9,6 +9,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make libc6-dev libevent-dev libcjson-dev libsqlite3-dev \
+    libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -16,7 +17,8 @@ RUN make clean && make -j"$(nproc)" build/txprocd build/txctl
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libevent-2.1-7 libcjson1 libsqlite3-0 curl ca-certificates \
+ && apt-get install -y --no-install-recommends libevent-2.1-7 libcjson1 libsqlite3-0 libpq5 curl \
+    ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/txprocd --shell /usr/sbin/nologin txprocd \
  && install -d -o txprocd -g txprocd -m 0700 /var/lib/txprocd

@@ -128,8 +128,10 @@ valgrind: all
 	valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 	    --errors-for-leak-kinds=definite,indirect --child-silent-after-fork=no $(UNIT)
 
-# What the PostgreSQL half of the tests needs: a server to start, a client.
-PG_TEST_PACKAGES = postgresql python3-psycopg2 python3-pytest-xdist
+# What the PostgreSQL half of the tests needs: a server to start, a client,
+# and HAProxy to run the cluster's load balancer configuration in front of
+# two nodes.
+PG_TEST_PACKAGES = postgresql python3-psycopg2 python3-pytest-xdist haproxy
 
 test: deps
 	@sh tools/deps.sh $(PG_TEST_PACKAGES)
