@@ -135,20 +135,31 @@ class Cluster:
     def standby_names(self):
         return self.psql(self.ports["node1"], "SHOW synchronous_standby_names")
 
+    @staticmethod
+    def kill_group(proc):
+        """SIGKILL to every process of proc's group: runuser and the
+        pg_autoctl processes under it (killing runuser alone leaves them)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
     def kill_primary_host(self):
-        """kill -9 of node1's keeper and its postmaster: the machine is gone."""
-        self.procs["node1"].kill()
+        """kill -9 of node1's keeper and its postmaster: the machine is gone.
+        The keeper first, or it would restart PostgreSQL in place."""
+        self.kill_group(self.procs["node1"])
         pid_file = os.path.join(self.pgdata("node1"), "postmaster.pid")
         with open(pid_file) as f:
             os.kill(int(f.readline()), signal.SIGKILL)
+        keepers = subprocess.run(["pgrep", "-f", "pg_autoctl.*%s" % self.pgdata("node1")],
+                                 capture_output=True, text=True).stdout.split()
+        if keepers:
+            raise SystemExit("node1's keeper survived its kill: %r" % keepers)
 
     def stop(self):
         for p in self.procs.values():
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            self.kill_group(p)   # whether or not runuser itself is still there
         for name in ("node1", "node2", "monitor"):
             pid_file = os.path.join(self.pgdata(name), "postmaster.pid")
             try:
