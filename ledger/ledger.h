@@ -80,6 +80,15 @@ struct ledger_guard *ledger_guard_take(const char *db, unsigned node, int wait_m
  * before (table txprocd_nodes), and returns the first one (node +
  * NODE_STRIDE * k); 0 (logged) if it cannot. */
 uint64_t ledger_reserve_txids(struct ledger_guard *g);
+/* Node mode, an adopted segment numbering from base: checks that base is the
+ * guard's node's and records its span as reserved (it may predate a restore
+ * of the ledger, or a failover that lost the last reservation). 0, or -1
+ * (logged). */
+int ledger_keep_txids(struct ledger_guard *g, uint64_t base);
+/* Node mode, after a fully drained exit: gives back the unused tail of the
+ * span that starts at base (next: the first id not handed out), so that a
+ * node restarted cleanly numbers on from where it stopped. Best effort. */
+void ledger_return_txids(struct ledger_guard *g, uint64_t base, uint64_t next);
 /* Called about once a second by the master. PostgreSQL: notices, without a
  * round trip, that the lock's connection went away (a server restart ends
  * the session and its lock) and takes the lock again, a try every 2 s of at

@@ -236,6 +236,15 @@ static int flush_all(struct pgc *c, const char *what, int64_t deadline_us)
     return 0;
 }
 
+static int copy_late(struct pgc *c, const char *what, int64_t deadline_us)
+{
+    if (clock_mono_us() < deadline_us)
+        return 0;
+    set_error(c, "", "could not hand the rows to libpq in time", what);
+    c->broken = 1;
+    return 1;
+}
+
 PGresult *pgc_copy(struct pgc *c, const char *what, const char *sql, const char *data, size_t len)
 {
     if (c->conn == NULL || c->broken) {
@@ -272,22 +281,28 @@ PGresult *pgc_copy(struct pgc *c, const char *what, const char *sql, const char 
             c->broken = 1;
             return NULL;
         }
+        /* Keep this error (its SQLSTATE decides retry or not): collecting
+         * the end of the exchange would overwrite it. */
         result_error(c, start, what);
         PQclear(start);
-        PGresult *rest = await(c, what, deadline);
-        PQclear(rest);
+        struct pgc saved = *c;
+        PQclear(await(c, what, deadline));
+        memcpy(c->sqlstate, saved.sqlstate, sizeof c->sqlstate);
+        memcpy(c->error, saved.error, sizeof c->error);
+        memcpy(c->constraint, saved.constraint, sizeof c->constraint);
         c->broken = 1; /* out of step with the server, most likely: start afresh */
         return NULL;
     }
     PQclear(start);
     /* Non-blocking libpq queues the whole buffer (growing its own) and
-     * answers 0 only when it cannot: flush and offer it again. */
+     * answers 0 only when it cannot: flush and offer it again, until the
+     * deadline (a 0 with nothing left to flush means no memory). */
     int put;
     while ((put = PQputCopyData(conn, data, (int)len)) == 0)
-        if (flush_all(c, what, deadline) != 0)
+        if (flush_all(c, what, deadline) != 0 || copy_late(c, what, deadline))
             return NULL;
     while (put > 0 && (put = PQputCopyEnd(conn, NULL)) == 0)
-        if (flush_all(c, what, deadline) != 0)
+        if (flush_all(c, what, deadline) != 0 || copy_late(c, what, deadline))
             return NULL;
     if (put < 0) {
         set_error(c, "", PQerrorMessage(conn), what);

@@ -238,6 +238,68 @@ uint64_t ledger_reserve_txids(struct ledger_guard *g)
     return base;
 }
 
+/* The k of the span a node segment numbering from base started at. */
+static int span_start(const struct ledger_guard *g, uint64_t base, uint64_t *k)
+{
+    if (base < g->node || (base - g->node) % NODE_STRIDE != 0)
+        return -1;
+    *k = (base - g->node) / NODE_STRIDE;
+    return *k >= 1 && *k <= (uint64_t)INT64_MAX / NODE_STRIDE - RING_STRIDED_SPAN ? 0 : -1;
+}
+
+int ledger_keep_txids(struct ledger_guard *g, uint64_t base)
+{
+    ASSERT(g->pg != NULL && g->node >= 1 && g->node <= NODE_MAX);
+    uint64_t k;
+    if (span_start(g, base, &k) != 0) {
+        log_error("the segment numbers from txid %llu, which is not node %u's",
+                  (unsigned long long)base, g->node);
+        return -1;
+    }
+    char node[16], end[24], now[24];
+    snprintf(node, sizeof node, "%u", g->node);
+    snprintf(end, sizeof end, "%llu", (unsigned long long)(k + RING_STRIDED_SPAN));
+    snprintf(now, sizeof now, "%lld", (long long)clock_wall_us());
+    const char *values[3] = { node, end, now };
+    PGresult *r = pgc_exec(g->pg, "txid span",
+                           "INSERT INTO txprocd_nodes AS n (node_id, next_k, reserved_at) "
+                           "VALUES ($1::int, $2::int8, $3::int8) ON CONFLICT (node_id) DO UPDATE "
+                           "SET next_k = GREATEST(n.next_k, EXCLUDED.next_k)", 0, 3, values);
+    if (r == NULL) {
+        log_error("cannot record node %u's transaction ids: %s", g->node, g->pg->error);
+        return -1;
+    }
+    PQclear(r);
+    return 0;
+}
+
+void ledger_return_txids(struct ledger_guard *g, uint64_t base, uint64_t next)
+{
+    ASSERT(g->pg != NULL && g->node >= 1 && g->node <= NODE_MAX);
+    uint64_t k;
+    if (span_start(g, base, &k) != 0 || next < base || (next - base) % NODE_STRIDE != 0)
+        return;
+    uint64_t used = (next - base) / NODE_STRIDE;
+    char node[16], end[24], first_free[24];
+    snprintf(node, sizeof node, "%u", g->node);
+    snprintf(end, sizeof end, "%llu", (unsigned long long)(k + RING_STRIDED_SPAN));
+    snprintf(first_free, sizeof first_free, "%llu", (unsigned long long)(k + used));
+    const char *values[3] = { node, end, first_free };
+    /* Only if this span is still the node's last: nothing was reserved after. */
+    PGresult *r = pgc_exec(g->pg, "txid span",
+                           "UPDATE txprocd_nodes SET next_k = $3::int8 "
+                           "WHERE node_id = $1::int AND next_k = $2::int8", 0, 3, values);
+    if (r == NULL) {
+        log_warn("could not give back node %u's unused transaction ids (%s); the next start "
+                 "numbers above them", g->node, g->pg->error);
+        return;
+    }
+    if (strcmp(PQcmdTuples(r), "1") == 0)
+        log_info("node %u: gave back the unused transaction ids from %llu", g->node,
+                 (unsigned long long)next);
+    PQclear(r);
+}
+
 int ledger_guard_check(struct ledger_guard *g)
 {
     if (g == NULL || g->pg == NULL)

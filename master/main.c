@@ -127,6 +127,13 @@ int main(int argc, char **argv)
         ledger_guard_release(guard);
         return TXP_EXIT_CONFIG;
     }
+    if (cfg.node_id != 0 && how == SHM_ADOPTED &&
+        ledger_keep_txids(guard, seg.ring->txid_base) != 0) {
+        shm_close(&seg);
+        close(listen_fd);
+        ledger_guard_release(guard);
+        return TXP_EXIT_CONFIG;
+    }
     record_totals(&seg, &totals);
     char db[256];
     ledger_describe(cfg.db_path, db, sizeof db);

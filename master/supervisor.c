@@ -593,6 +593,8 @@ static int supervisor_finish(struct supervisor *s)
     uint64_t pending = ring_pending(s->seg->ring);
     s->seg->hdr->master_state = MASTER_STOPPED;
     if (pending == 0) {
+        if (s->cfg->node_id != 0)
+            ledger_return_txids(s->guard, s->seg->ring->txid_base, ring_next_txid(s->seg->ring));
         shm_unlink_name(s->seg->name);
         log_info("drained: every accepted transaction is applied; exiting");
         return s->exit_code;

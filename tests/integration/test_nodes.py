@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from conftest import (balance_sum, card, cont_workers, db_query, free_port, ledger_invariant,
-                      prefer_wait, run_txprocd_briefly, stop_workers, unique_shm_name, wait_final,
-                      wait_until)
+from conftest import (balance_sum, card, cont_workers, db_exec, db_query, free_port,
+                      ledger_invariant, prefer_wait, run_txprocd_briefly, stop_workers,
+                      unique_shm_name, wait_final, wait_until)
 
 pytestmark = pytest.mark.postgres_only
 
@@ -139,3 +139,35 @@ def test_idempotency_key_through_two_nodes_applies_once(node):
     wait_until(lambda: a.balance(card(9)) == start + 321, 10, "the deposit")
     assert db_query(a.db, "SELECT COUNT(*) FROM transactions WHERE card_number = ? AND amount = 321 "
                     "AND status = 'applied'", (card(9),)) == [(1,)]
+
+
+def test_clean_restart_numbers_on_where_the_node_stopped(node):
+    """A node that drained and stopped gives back the unused tail of its span:
+    started again, it numbers on right after its last id, not 2^40 later."""
+    a = node(5)
+    first = [a.submit(card(i), 1) for i in range(5)]
+    assert set(wait_final(a.db, first, timeout=20).values()) == {"applied"}
+    assert a.terminate() == 0
+    assert "gave back the unused transaction ids" in a.log_text()
+    b = node(5, db=a.db)
+    nxt = b.submit(card(1), 1)
+    assert nxt == max(first) + STRIDE, (first, nxt)
+
+
+def test_adopted_segment_keeps_its_span_reserved(node):
+    """A segment adopted after a kill numbers from a span the ledger must
+    still show as reserved, even if the ledger lost that row (restored from a
+    backup, say): otherwise a fresh segment elsewhere could get the same ids."""
+    a = node(6)
+    pids = stop_workers(a)
+    queued = [a.submit(card(i), 1) for i in range(5)]
+    cont_workers(pids)
+    a.kill()
+    db_exec(a.db, "DELETE FROM txprocd_nodes WHERE node_id = 6")
+    b = node(6, db=a.db, start=False)
+    b.shm_name = a.shm_name
+    b.start()   # adopts a's segment
+    assert "adopted abandoned segment" in b.log_text()
+    assert set(wait_final(a.db, queued, timeout=30).values()) == {"applied"}
+    (reserved,) = db_query(a.db, "SELECT next_k FROM txprocd_nodes WHERE node_id = 6")[0]
+    assert reserved * STRIDE > max(queued) + STRIDE * 1000, (reserved, queued)

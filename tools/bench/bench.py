@@ -28,9 +28,12 @@ and the table shows the median and the min-max:
              INSERT, COMMIT per transaction) over --pg-connections
              connections, as many as txprocd has workers; then txprocd on
              that server: the batch-ingest run and the drain of its backlog
-             (apply, as above), and the ingest run (the POST path never
-             touches the database: it should match SQLite's). Skipped, with
-             the reason, when no cluster can be started.
+             (apply, as above), the ingest run (the POST path never
+             touches the database: it should match SQLite's), and two
+             nodes (--node-id 1, 2) on one database, each loaded by its own
+             wrk with half the connections (aggregate 202/s and commits/s
+             against one node). Skipped, with the reason, when no cluster
+             can be started.
   sustained  --sustained-seconds of the same load at the default
              configuration: committed/s at equilibrium (after the first third),
              share of 503s, p99 of all answers, memory per child, idle CPU.
@@ -288,6 +291,47 @@ def run_batch(a, server_args=(), db=None):
         srv.cleanup()
 
 
+def run_nodes(a, server_args, db):
+    """Two txprocd nodes (--node-id 1 and 2) on one PostgreSQL database, each
+    loaded by its own wrk with half the connections, at the same time: the
+    aggregate 202/s and commits/s, to set against one node of the same run."""
+    servers = [bl.Txprocd(a.build, a.accounts, ["--queue-size", a.ingest_queue, "--batch-max",
+                                                a.batch_max, "--node-id", n, *server_args], db=db)
+               for n in (1, 2)]
+    try:
+        for srv in servers:
+            srv.start()
+        samplers = [bl.Sampler(srv, interval=0.5) for srv in servers]
+        for sm in samplers:
+            sm.start()
+        results = [None, None]
+
+        def load(i):
+            results[i] = bl.wrk(servers[i].url, a.ingest_seconds, 1, max(1, a.connections // 2),
+                                a.accounts)
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        t1 = time.monotonic()
+        time.sleep(0.3)
+        samples = [sm.stop() for sm in samplers]
+        if None in results:
+            raise RuntimeError("a wrk run failed")
+        return {"accepted_per_s": sum(w["ok_per_s"] for w in results),
+                "per_node_accepted_per_s": [w["ok_per_s"] for w in results],
+                "committed_per_s": sum(bl.rate(sm, t0 + 1.0, t1) or 0 for sm in samples),
+                "non_202": sum(w["errors"]["status"] + w["socket_errors"] for w in results),
+                "p99_ms": max(w["latency_us"]["p99"] for w in results) / 1000}
+    finally:
+        for srv in servers:
+            srv.stop(kill=True)
+            srv.cleanup()
+
+
 class PgUnavailable(RuntimeError):
     """No PostgreSQL cluster could be started; the stage is skipped."""
 
@@ -341,6 +385,8 @@ def run_pg(a):
         result["batch"] = run_batch(a, workers, db=fresh("apply"))
         settle("apply")
         result["ingest"] = run_ingest(a, workers, db=fresh("ingest"))
+        settle("ingest")
+        result["nodes"] = run_nodes(a, workers, db=fresh("nodes"))
         return result
     finally:
         d = subprocess.run(["sh", str(PGTMP), "destroy", str(cluster)], capture_output=True, text=True,
@@ -411,7 +457,7 @@ def main():
             "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
     runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "pg_ceiling",
-                            "pg_batch", "pg_ingest", "sustained", "batch", "overload", "wait")}
+                            "pg_batch", "pg_ingest", "pg_nodes", "sustained", "batch", "overload", "wait")}
     pg_skipped = None
     try:
         for rep in range(a.reps):
@@ -437,6 +483,7 @@ def main():
                     runs["pg_ceiling"].append(r["ceiling"])
                     runs["pg_batch"].append(r["batch"])
                     runs["pg_ingest"].append(r["ingest"])
+                    runs["pg_nodes"].append(r["nodes"])
                 except PgUnavailable as e:
                     pg_skipped = str(e)
                     bl.log("PostgreSQL ceiling skipped: " + pg_skipped)
@@ -480,6 +527,8 @@ def main():
         "pg_apply_drain_per_s": bl.spread(col("pg_batch", "apply_drain_per_s")),
         "pg_apply_mean_batch": bl.spread(col("pg_batch", "mean_batch")),
         "pg_ingest_per_s": bl.spread(col("pg_ingest", "accepted_per_s")),
+        "pg_two_nodes_ingest_per_s": bl.spread(col("pg_nodes", "accepted_per_s")),
+        "pg_two_nodes_committed_per_s": bl.spread(col("pg_nodes", "committed_per_s")),
         "sustained_committed_per_s": bl.spread(col("sustained", "committed_per_s")),
         "sustained_share_503": bl.spread(col("sustained", "share_503")),
         "sustained_p99_ms": bl.spread(col("sustained", "p99_ms")),
@@ -513,6 +562,7 @@ def main():
         "sustained_over_storage_ceiling": ratio("sustained_committed_per_s", "ceiling_naive_per_s"),
         "pg_apply_over_pg_ceiling": ratio("pg_apply_drain_per_s", "pg_ceiling_per_s"),
         "pg_ingest_over_sqlite_ingest": ratio("pg_ingest_per_s", "ingest_per_s"),
+        "pg_two_nodes_over_one_node_ingest": ratio("pg_two_nodes_ingest_per_s", "pg_ingest_per_s"),
     }
     S = lambda k: summary[k]["median"]  # noqa: E731
     checks = [
@@ -594,6 +644,11 @@ def main():
     print(row("mean entries per PostgreSQL transaction", col("pg_batch", "mean_batch")))
     print(row("ingest 202 responses/s", col("pg_ingest", "accepted_per_s")))
     print(row("ingest latency p99 ms", col("pg_ingest", "p99_ms")))
+    print("two txprocd nodes (--node-id 1, 2) on that PostgreSQL, one wrk each (half the connections)")
+    print(row("ingest 202 responses/s, both nodes", col("pg_nodes", "accepted_per_s")))
+    print(row("committed/s during the run, both nodes", col("pg_nodes", "committed_per_s")))
+    print(row("answers other than 202 (incl. socket errors)", col("pg_nodes", "non_202")))
+    print(row("latency p99 ms (worse node)", col("pg_nodes", "p99_ms")))
     print("sustained: default config (queue 65536, batch-max 1024, 2 frontends, 2 workers), %d s" % a.sustained_seconds)
     print(row("committed/s at equilibrium", col("sustained", "committed_per_s")))
     print(row("share of 503", col("sustained", "share_503"), "%"))
