@@ -631,14 +631,17 @@ def cont_workers(pids):
 
 def stop_holding_claim(srv, pid, attempts=300):
     """SIGSTOPs worker pid at a moment when it holds an unacknowledged claim
-    (the server has a single worker); returns the claim size."""
-    for _ in range(attempts):
+    (the server has a single worker); returns the claim size. Every tenth
+    miss lets the worker run for 100 ms: stopping it again at once, try
+    after try, kept it stopped most of the time, which on a slow (sanitizer)
+    build starved its heartbeat until the master killed it."""
+    for attempt in range(attempts):
         sigstop(pid)
         claimed = srv.queue()["claimed"]
         if claimed:
             return claimed
         os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
+        time.sleep(0.1 if attempt % 10 == 9 else 0.005)
     pytest.fail("worker never caught holding a claim")
 
 
