@@ -9,7 +9,7 @@
 FROM debian:bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make libc6-dev libevent-dev libcjson-dev libsqlite3-dev \
-    libpq-dev \
+    libpq-dev libhttp-parser-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -17,7 +17,7 @@ RUN make clean && make -j"$(nproc)" build/txprocd build/txctl
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libevent-2.1-7 libcjson1 libsqlite3-0 libpq5 curl \
+ && apt-get install -y --no-install-recommends libevent-2.1-7 libcjson1 libsqlite3-0 libpq5 libhttp-parser2.9 curl \
     ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/txprocd --shell /usr/sbin/nologin txprocd \

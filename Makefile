@@ -27,7 +27,7 @@ BUILD  ?= build
 CFLAGS  = $(CFLAGS_BASE) -O2
 LDFLAGS =
 endif
-LIBS = -lsqlite3 -lpq -levent -lcjson -lpthread -lm
+LIBS = -lsqlite3 -lpq -levent -lcjson -lhttp_parser -lpthread -lm
 
 COMMON_SRC   = $(wildcard common/*.c)
 MASTER_SRC   = $(wildcard master/*.c)

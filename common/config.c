@@ -35,6 +35,9 @@ enum option_id {
     OPT_SHM_NAME,
     OPT_DRAIN_TIMEOUT,
     OPT_HTTP_TIMEOUT,
+    OPT_HEADER_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_CONNECTIONS,
     OPT_LOG_LEVEL,
     OPT_WORKER_TIMEOUT,
     OPT_IDEMPOTENCY_TTL,
@@ -59,7 +62,10 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_SYNC] = { "sync", "TXP_SYNC", "normal|full", "SQLite synchronous mode (default normal)" },
     [OPT_SHM_NAME] = { "shm-name", "TXP_SHM_NAME", "NAME", "shared-memory segment (default /txprocd-<port>)" },
     [OPT_DRAIN_TIMEOUT] = { "drain-timeout", "TXP_DRAIN_TIMEOUT", "SECONDS", "how long SIGTERM waits for the queue to drain (default 10)" },
-    [OPT_HTTP_TIMEOUT] = { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "per-connection read/write timeout (default 30)" },
+    [OPT_HTTP_TIMEOUT] = { "http-timeout", "TXP_HTTP_TIMEOUT", "SECONDS", "a request body must arrive, and an answer be written, within this (default 30)" },
+    [OPT_HEADER_TIMEOUT] = { "header-timeout", "TXP_HEADER_TIMEOUT", "SECONDS", "from a request's first byte to the end of its headers, else 408 (default 10)" },
+    [OPT_IDLE_TIMEOUT] = { "idle-timeout", "TXP_IDLE_TIMEOUT", "SECONDS", "close a keep-alive connection idle this long (default 60)" },
+    [OPT_MAX_CONNECTIONS] = { "max-connections", "TXP_MAX_CONNECTIONS", "N", "open connections per frontend; above it, stop accepting until one closes (default 10000)" },
     [OPT_LOG_LEVEL] = { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
     [OPT_WORKER_TIMEOUT] = { "worker-timeout", "TXP_WORKER_TIMEOUT", "SECONDS", "kill and replace a child whose heartbeat is older (default 20, 0 = never)" },
     [OPT_IDEMPOTENCY_TTL] = { "idempotency-ttl", "TXP_IDEMPOTENCY_TTL", "SECONDS", "keep Idempotency-Keys at least this long, then prune them (default 86400)" },
@@ -148,6 +154,9 @@ static int apply_option(struct config *cfg, enum option_id idx, const char *v)
         return copy_string(name, cfg->shm_name, sizeof cfg->shm_name, v);
     case OPT_DRAIN_TIMEOUT: return parse_uint(name, v, 0, 3600, &cfg->drain_timeout_s);
     case OPT_HTTP_TIMEOUT: return parse_uint(name, v, 1, 3600, &cfg->http_timeout_s);
+    case OPT_HEADER_TIMEOUT: return parse_uint(name, v, 1, 3600, &cfg->header_timeout_s);
+    case OPT_IDLE_TIMEOUT: return parse_uint(name, v, 1, 86400, &cfg->idle_timeout_s);
+    case OPT_MAX_CONNECTIONS: return parse_uint(name, v, 1, 1000000, &cfg->max_connections);
     case OPT_LOG_LEVEL: {
         enum log_level level;
         if (log_parse_level(v, &level) != 0) {
@@ -185,6 +194,9 @@ static void config_defaults(struct config *cfg)
     cfg->sync = SYNC_NORMAL;
     cfg->drain_timeout_s = 10;
     cfg->http_timeout_s = 30;
+    cfg->header_timeout_s = 10;
+    cfg->idle_timeout_s = 60;
+    cfg->max_connections = 10000;
     cfg->child_timeout_s = 20;
     cfg->max_body = 4096;
     cfg->max_headers = 8192;

@@ -25,7 +25,10 @@ struct config {
     unsigned batch_max;
     enum sync_mode sync;
     unsigned drain_timeout_s;
-    unsigned http_timeout_s;   /* read/write timeout per connection */
+    unsigned http_timeout_s;   /* a body or an answer must move within this */
+    unsigned header_timeout_s; /* first byte of a request to the end of its headers */
+    unsigned idle_timeout_s;   /* idle keep-alive connections are closed */
+    unsigned max_connections;  /* per frontend */
     unsigned child_timeout_s;  /* a child silent this long is killed (0: never) */
     unsigned idempotency_ttl_s; /* keys are kept at least this long */
     char user[64];             /* drop root privileges to this user after binding */

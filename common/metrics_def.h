@@ -34,7 +34,10 @@
     X(waits_answered,        COUNTER, "waits_total",            "answered",           "waiting requests answered with the final outcome") \
     X(waits_timed_out,       COUNTER, "waits_total",            "timed_out",          "waiting requests answered 202 when their wait elapsed") \
     X(waits_dropped,         COUNTER, "waits_total",            "dropped",            "outcomes a worker could not hand to a waiting frontend (ring full)") \
-    X(balance_delta,         SUM,     "applied_amount_net",     "",                   "sum of applied amounts (minor units)")
+    X(balance_delta,         SUM,     "applied_amount_net",     "",                   "sum of applied amounts (minor units)") \
+    X(http_timeouts,         COUNTER, "http_timeouts_total",    "",                   "connections ended by a header, body or write timeout (408 when a request was started)") \
+    X(http_accept_fd_short,  COUNTER, "http_accept_pauses_total", "descriptors",      "times a frontend stopped accepting for lack of file descriptors (EMFILE/ENFILE)") \
+    X(http_accept_at_cap,    COUNTER, "http_accept_pauses_total", "max_connections",  "times a frontend stopped accepting at --max-connections")
 
 enum metric_id {
 #define METRIC_ENUM(name, kind, family, outcome, help) METRIC_##name,

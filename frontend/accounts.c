@@ -14,14 +14,14 @@
 #include "frontend/validate.h"
 #include "ledger/lookup.h"
 
-void accounts_post(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+void accounts_post(struct routes_ctx *c, struct http_req *req, const char *tail,
                    const char *query)
 {
     (void)tail;
     submit_post(c, req, query, validate_account, ANSWER_ACCOUNT);
 }
 
-static void get_account(struct routes_ctx *c, struct evhttp_request *req, const char *card,
+static void get_account(struct routes_ctx *c, struct http_req *req, const char *card,
                         size_t len)
 {
     struct lookup_account a;
@@ -36,7 +36,7 @@ static void get_account(struct routes_ctx *c, struct evhttp_request *req, const 
 
 /* ?limit= and ?before= of a statement page. Returns 0, or -1 after
  * answering 400. */
-static int page_params(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+static int page_params(struct routes_ctx *c, struct http_req *req, const char *query,
                        uint32_t *limit, uint64_t *before)
 {
     char text[32];
@@ -123,7 +123,7 @@ static cJSON *statement_json(const char *card, const struct lookup_stmt_row *row
  * the largest size links on without knowing (the next page may be empty). */
 static struct lookup_stmt_row stmt_rows[LOOKUP_STATEMENT_MAX];
 
-static void get_statement(struct routes_ctx *c, struct evhttp_request *req, const char *card,
+static void get_statement(struct routes_ctx *c, struct http_req *req, const char *card,
                           size_t len, const char *query)
 {
     uint32_t limit, n = 0;
@@ -156,7 +156,7 @@ static void get_statement(struct routes_ctx *c, struct evhttp_request *req, cons
     respond_json(req, c->metrics, 200, statement_json(card, stmt_rows, n, limit, more));
 }
 
-void accounts_get(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+void accounts_get(struct routes_ctx *c, struct http_req *req, const char *tail,
                   const char *query)
 {
     const char *slash = strchr(tail, '/');

@@ -7,16 +7,16 @@
 
 #include "frontend/routes.h"
 
-struct evhttp_request;
+struct http_req;
 
 #define ACCOUNTS_DEFAULT_LIMIT 50
 
 /* POST /accounts. */
-void accounts_post(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+void accounts_post(struct routes_ctx *c, struct http_req *req, const char *tail,
                    const char *query);
 /* GET /accounts/<card> and /accounts/<card>/transactions; tail is what
  * follows "/accounts/", still URL-encoded. */
-void accounts_get(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+void accounts_get(struct routes_ctx *c, struct http_req *req, const char *tail,
                   const char *query);
 
 #endif

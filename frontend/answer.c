@@ -119,7 +119,7 @@ const char *answer_queued_message(const struct txn_entry *e)
     }
 }
 
-static void add_how_headers(struct evhttp_request *req, const struct answer_how *how)
+static void add_how_headers(struct http_req *req, const struct answer_how *how)
 {
     if (how->pref_wait > 0) {
         char applied[16];
@@ -139,7 +139,7 @@ static int plain_text(const char *text)
     return 1;
 }
 
-void answer_accepted(struct routes_ctx *c, struct evhttp_request *req,
+void answer_accepted(struct routes_ctx *c, struct http_req *req,
                      const struct answer_how *how, uint64_t txid, const char *status,
                      const char *message)
 {
@@ -184,7 +184,7 @@ static int status_code(const char *status)
 
 /* POST /accounts applied: 201 and the account as it is now; should the
  * read fail, the account as the opening left it. */
-static void answer_account_created(struct routes_ctx *c, struct evhttp_request *req,
+static void answer_account_created(struct routes_ctx *c, struct http_req *req,
                                    const struct lookup_txn *t)
 {
     struct lookup_account a;
@@ -202,7 +202,7 @@ static void answer_account_created(struct routes_ctx *c, struct evhttp_request *
     respond_json(req, c->metrics, 201, answer_account_json(&a));
 }
 
-void answer_final(struct routes_ctx *c, struct evhttp_request *req, const struct answer_how *how,
+void answer_final(struct routes_ctx *c, struct http_req *req, const struct answer_how *how,
                   uint64_t txid, const struct lookup_txn *t)
 {
     add_how_headers(req, how);
@@ -219,7 +219,7 @@ void answer_final(struct routes_ctx *c, struct evhttp_request *req, const struct
     respond_json(req, c->metrics, status_code(t->status), answer_txn_json(txid, t));
 }
 
-void answer_from_ledger(struct routes_ctx *c, struct evhttp_request *req, struct answer_how how,
+void answer_from_ledger(struct routes_ctx *c, struct http_req *req, struct answer_how how,
                         uint64_t txid, const char *message)
 {
     struct lookup_txn t;
@@ -238,7 +238,7 @@ void answer_from_ledger(struct routes_ctx *c, struct evhttp_request *req, struct
         answer_final(c, req, &how, txid, &t);
 }
 
-void answer_completion(struct routes_ctx *c, struct evhttp_request *req, struct answer_how how,
+void answer_completion(struct routes_ctx *c, struct http_req *req, struct answer_how how,
                        const struct txn_entry *e, const struct completion *comp)
 {
     const char *message = answer_queued_message(e);
@@ -260,7 +260,7 @@ void answer_completion(struct routes_ctx *c, struct evhttp_request *req, struct 
         answer_final(c, req, &how, e->txid, &t);
 }
 
-void answer_ledger_busy(struct routes_ctx *c, struct evhttp_request *req)
+void answer_ledger_busy(struct routes_ctx *c, struct http_req *req)
 {
     respond_header(req, "Retry-After", "1");
     respond_error(req, c->metrics, 503, "ledger busy, retry later");

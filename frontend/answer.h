@@ -15,7 +15,7 @@
 #include "frontend/routes.h"
 #include "ledger/lookup.h"
 
-struct evhttp_request;
+struct http_req;
 
 /* Which final answer a request expects. */
 enum answer_kind {
@@ -52,23 +52,23 @@ const char *answer_queued_message(const struct txn_entry *e);
 
 /* 202 {"status":<status>,"id":"<txid>","message":<message>} with
  * Location: /transaction/<txid> (and the headers how asks for). */
-void answer_accepted(struct routes_ctx *c, struct evhttp_request *req,
+void answer_accepted(struct routes_ctx *c, struct http_req *req,
                      const struct answer_how *how, uint64_t txid, const char *status,
                      const char *message);
 /* The final answer for a row whose status is final (not queued, not
  * duplicate). */
-void answer_final(struct routes_ctx *c, struct evhttp_request *req, const struct answer_how *how,
+void answer_final(struct routes_ctx *c, struct http_req *req, const struct answer_how *how,
                   uint64_t txid, const struct lookup_txn *t);
 /* The final answer for txid read from the ledger; a duplicate is answered
  * with its original, marked replayed. When the ledger cannot tell (busy,
  * not there) the answer is 202 for txid, as after an elapsed wait. */
-void answer_from_ledger(struct routes_ctx *c, struct evhttp_request *req, struct answer_how how,
+void answer_from_ledger(struct routes_ctx *c, struct http_req *req, struct answer_how how,
                         uint64_t txid, const char *message);
 /* The final answer for entry e from a worker's outcome. */
-void answer_completion(struct routes_ctx *c, struct evhttp_request *req, struct answer_how how,
+void answer_completion(struct routes_ctx *c, struct http_req *req, struct answer_how how,
                        const struct txn_entry *e, const struct completion *comp);
 
 /* 503 with Retry-After when the read-only ledger connection fails. */
-void answer_ledger_busy(struct routes_ctx *c, struct evhttp_request *req);
+void answer_ledger_busy(struct routes_ctx *c, struct http_req *req);
 
 #endif

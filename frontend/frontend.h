@@ -1,4 +1,4 @@
-/* Frontend process entry point: an evhttp server on the listening socket
+/* Frontend process entry point: an HTTP/1.1 server on the listening socket
  * inherited from the master, validating requests and enqueuing transactions
  * into the shared ring. Reads the ledger (read-only) for lookups; never
  * writes it. */

@@ -1,36 +1,27 @@
-/* The frontend process: sets up the evhttp server on the listening socket
- * inherited from the master, reports liveness in its row of the children
+/* The frontend process: sets up the HTTP layer (conn.c) on the listening
+ * socket inherited from the master, reports liveness in its row of the children
  * table, and on SIGTERM drains (stop accepting, finish, close) before
  * returning to the master's fork wrapper. Request handling is in routes.c. */
 #include "frontend/frontend.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
-#include <event2/keyvalq_struct.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "frontend/respond.h"
+#include "frontend/conn.h"
 #include "frontend/routes.h"
 #include "frontend/waiters.h"
 #include "ledger/lookup.h"
 
-/* Bodies up to this much over cfg->max_body still reach routes.c and get a
- * JSON 413; beyond that evhttp refuses them itself (an HTML 413, connection
- * closed) without reading them, so a huge Content-Length costs nothing. */
-#define HTTP_BODY_SLACK (1024 * 1024)
 #define HTTP_DRAIN_GRACE_S 1
 
 struct server {
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
+    struct http_server *http;
     struct event *sigterm, *sigint, *heartbeat;
     struct shm_child *me;
     struct routes_ctx routes;
@@ -39,23 +30,6 @@ struct server {
 static void set_state(struct server *s, enum child_state state)
 {
     __atomic_store_n(&s->me->state, (int32_t)state, __ATOMIC_RELEASE);
-}
-
-/* Closes only this process's copy of the listening socket; the copies held
- * by the master and the other frontends are theirs to close. Runs one loop
- * iteration after the listener was disabled (begin_drain): with the epoll
- * change list (new_base) an event_del reaches the kernel only at the next
- * dispatch, and closing an fd whose file is open in other processes does
- * not remove it from our epoll set, so the close must come after. */
-static void close_listener(evutil_socket_t fd, short events, void *arg)
-{
-    (void)fd;
-    (void)events;
-    struct server *s = arg;
-    if (s->bound) {
-        evhttp_del_accept_socket(s->http, s->bound);
-        s->bound = NULL;
-    }
 }
 
 static void begin_drain(struct server *s, const char *why)
@@ -68,15 +42,7 @@ static void begin_drain(struct server *s, const char *why)
     /* Held requests get their 202 now rather than at the end of their wait:
      * the grace period below is shorter than most waits. */
     waiters_drain(s->routes.waiters);
-    if (s->bound) {
-        struct evconnlistener *l = evhttp_bound_socket_get_listener(s->bound);
-        struct timeval now = { 0, 0 };
-        if (l == NULL || evconnlistener_disable(l) != 0 ||
-            event_base_once(s->base, -1, EV_TIMEOUT, close_listener, s, &now) != 0) {
-            log_warn("cannot defer closing the listener; closing it now");
-            close_listener(-1, 0, s);
-        }
-    }
+    http_server_drain(s->http);
     struct timeval grace = { HTTP_DRAIN_GRACE_S, 0 };
     if (event_base_loopexit(s->base, &grace) != 0) {
         log_error("event_base_loopexit failed; stopping now");
@@ -142,52 +108,10 @@ static int setup_signals(struct server *s)
     return 0;
 }
 
-/* Why a request's body framing is ambiguous, or NULL. evhttp takes the
- * first of several Content-Length headers and reads any Transfer-Encoding
- * but "chunked" as none, so another parser on the path (a proxy) could see
- * a different body, and the bytes evhttp left over would be parsed here as
- * a request of their own. RFC 9112 section 6.3 makes both a 400 followed by
- * closing the connection. */
-static const char *framing_error(struct evhttp_request *req)
-{
-    const struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
-    int lengths = 0, encodings = 0;
-    const char *encoding = NULL;
-    for (const struct evkeyval *h = headers->tqh_first; h; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "Content-Length") == 0) {
-            lengths++;
-        } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
-            encodings++;
-            encoding = h->value;
-        }
-    }
-    if (lengths > 1)
-        return "more than one Content-Length header";
-    if (encodings > 1 || (encoding && strcasecmp(encoding, "chunked") != 0))
-        return "Transfer-Encoding must be chunked, once";
-    return NULL;
-}
-
-/* Every request passes here before routing. */
-static void on_request(struct evhttp_request *req, void *arg)
-{
-    struct routes_ctx *c = arg;
-    const char *why = framing_error(req);
-    if (why) {
-        /* evhttp closes the connection after an answer that says so. */
-        respond_header(req, "Connection", "close");
-        respond_error(req, c->metrics, 400, "%s", why);
-        return;
-    }
-    routes_handle(req, arg);
-}
-
 /* epoll with a change list: the changes an fd gets within one loop
- * iteration reach the kernel as one epoll_ctl, where evhttp otherwise makes
- * four per request (read off, write on, write off, read on) -- about a tenth
- * of a frontend's CPU per request (README, Performance). libevent's caveat
- * applies to fds whose file is shared with other processes: only the
- * listening socket here, see close_listener. */
+ * iteration reach the kernel as one epoll_ctl. libevent's caveat applies to
+ * fds whose file is shared with other processes: only the listening socket
+ * here, see close_listener in conn.c. */
 static struct event_base *new_base(void)
 {
     struct event_config *ec = event_config_new();
@@ -202,34 +126,23 @@ static struct event_base *new_base(void)
 
 static int setup_http(struct server *s, const struct config *cfg, int listen_fd)
 {
-    s->http = evhttp_new(s->base);
-    if (!s->http) {
-        log_error("evhttp_new failed");
-        return -1;
-    }
-    evhttp_set_max_headers_size(s->http, (ev_ssize_t)cfg->max_headers);
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)cfg->max_body + HTTP_BODY_SLACK);
-    evhttp_set_timeout(s->http, (int)cfg->http_timeout_s);
-    /* Everything we can name in a 405; evhttp answers the rest itself. */
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
-    evhttp_set_gencb(s->http, on_request, &s->routes);
-    s->bound = evhttp_accept_socket_with_handle(s->http, listen_fd);
-    if (!s->bound) {
-        log_error("cannot accept on the inherited socket (fd %d)", listen_fd);
-        return -1;
-    }
-    return 0;
+    struct http_limits lim = {
+        .max_headers = cfg->max_headers,
+        .header_timeout_s = cfg->header_timeout_s,
+        .body_timeout_s = cfg->http_timeout_s,
+        .idle_timeout_s = cfg->idle_timeout_s,
+        .max_connections = cfg->max_connections,
+    };
+    s->http = http_server_new(s->base, listen_fd, &lim, s->routes.metrics, routes_handle,
+                              routes_body_limit, &s->routes);
+    return s->http ? 0 : -1;
 }
 
 static void server_free(struct server *s)
 {
-    /* Before evhttp_free: every held request must be answered (and so
-     * freed) while its connection still exists. */
+    /* Before the connections go: every held request is answered. */
     waiters_free(s->routes.waiters);
-    if (s->http)
-        evhttp_free(s->http); /* also closes connections and the listener */
+    http_server_free(s->http); /* closes connections and the listener */
     if (s->sigterm)
         event_free(s->sigterm);
     if (s->sigint)

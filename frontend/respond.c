@@ -1,8 +1,6 @@
 /* HTTP answers: status line, headers, body, and the request counters. */
 #include "frontend/respond.h"
 
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +9,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "frontend/conn.h"
 
 static const char *reason_phrase(int code)
 {
@@ -21,10 +20,13 @@ static const char *reason_phrase(int code)
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
+    case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     default:  return "Unknown";
@@ -33,34 +35,26 @@ static const char *reason_phrase(int code)
 
 static int is_refusal(int code)
 {
-    return code == 400 || code == 404 || code == 405 || code == 413 || code == 415;
+    return code == 400 || code == 404 || code == 405 || code == 408 || code == 413 ||
+           code == 415 || code == 417 || code == 431;
 }
 
-void respond_header(struct evhttp_request *req, const char *name, const char *value)
+void respond_header(struct http_req *req, const char *name, const char *value)
 {
-    if (evhttp_add_header(evhttp_request_get_output_headers(req), name, value) != 0)
+    if (http_req_add_header(req, name, value) != 0)
         log_warn("http: cannot add header %s", name);
 }
 
-void respond_body(struct evhttp_request *req, struct metric_block *m, int code,
+void respond_body(struct http_req *req, struct metric_block *m, int code,
                   const char *content_type, const void *data, size_t len)
 {
     metrics_add(m, METRIC_http_requests, 1);
     if (is_refusal(code))
         metrics_add(m, METRIC_http_bad_request, 1);
-    respond_header(req, "Content-Type", content_type);
-    struct evbuffer *out = evhttp_request_get_output_buffer(req);
-    /* The data outlives the request only for static assets; copying keeps
-     * the ownership rule simple for everything else. */
-    if (evbuffer_add(out, data, len) != 0) {
-        log_error("http: out of memory for a %zu byte response", len);
-        evbuffer_drain(out, evbuffer_get_length(out));
-        code = 500;
-    }
-    evhttp_send_reply(req, code, reason_phrase(code), NULL);
+    http_req_send(req, code, reason_phrase(code), content_type, data, len);
 }
 
-void respond_json(struct evhttp_request *req, struct metric_block *m, int code, cJSON *doc)
+void respond_json(struct http_req *req, struct metric_block *m, int code, cJSON *doc)
 {
     char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
     cJSON_Delete(doc);
@@ -74,7 +68,7 @@ void respond_json(struct evhttp_request *req, struct metric_block *m, int code, 
     free(text);
 }
 
-void respond_error(struct evhttp_request *req, struct metric_block *m, int code,
+void respond_error(struct http_req *req, struct metric_block *m, int code,
                    const char *fmt, ...)
 {
     char message[256];

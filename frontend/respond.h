@@ -10,22 +10,23 @@
 
 #include "common/metrics.h"
 
-struct evhttp_request;
+struct http_req;
 
 /* Sends data with the given status and Content-Type and counts the request
- * (and, for 400/404/405/413/415, the refusal). */
-void respond_body(struct evhttp_request *req, struct metric_block *m, int code,
+ * (and, for 400/404/405/408/413/415/417/431, the refusal). The data is the
+ * caller's again on return. */
+void respond_body(struct http_req *req, struct metric_block *m, int code,
                   const char *content_type, const void *data, size_t len);
 /* Sends doc, printed unformatted, as application/json; frees doc. A NULL doc
  * (a failed allocation while building it) becomes a 500. */
-void respond_json(struct evhttp_request *req, struct metric_block *m, int code, cJSON *doc);
+void respond_json(struct http_req *req, struct metric_block *m, int code, cJSON *doc);
 /* Sends {"status":"error","message":<formatted>}. */
-void respond_error(struct evhttp_request *req, struct metric_block *m, int code,
+void respond_error(struct http_req *req, struct metric_block *m, int code,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Adds a response header; a failure is logged (it only happens for values
  * with line breaks, which we never build, or out of memory). */
-void respond_header(struct evhttp_request *req, const char *name, const char *value);
+void respond_header(struct http_req *req, const char *name, const char *value);
 
 /* Adds an integer member printed exactly: cJSON keeps numbers as doubles and
  * prints 10^15 as 1e+15, which is not what a client parsing amounts expects.

@@ -7,7 +7,6 @@
 #include "frontend/routes.h"
 
 #include <errno.h>
-#include <event2/http.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,46 +19,47 @@
 #include "frontend/accounts.h"
 #include "frontend/answer.h"
 #include "frontend/assets.h"
+#include "frontend/conn.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
 #include "frontend/submit.h"
 #include "frontend/validate.h"
 
-#define GET_HEAD (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+#define GET_HEAD (VERB_GET | VERB_HEAD)
 
-typedef void (*route_fn)(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+typedef void (*route_fn)(struct routes_ctx *c, struct http_req *req, const char *tail,
                          const char *query);
 
 struct route {
     const char *path;  /* exact path, or a prefix when it ends with '/' */
-    unsigned methods;  /* EVHTTP_REQ_* bits */
+    unsigned methods;  /* VERB_* bits */
     const char *allow; /* the same methods, for the Allow header of a 405 */
     route_fn fn;
 };
 
-static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transaction(struct routes_ctx *c, struct http_req *req,
                                     const char *tail, const char *query);
-static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transactions(struct routes_ctx *c, struct http_req *req,
                                      const char *tail, const char *query);
-static void handle_post_transfer(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transfer(struct routes_ctx *c, struct http_req *req,
                                  const char *tail, const char *query);
-static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_get_transaction(struct routes_ctx *c, struct http_req *req,
                                    const char *tail, const char *query);
-static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_balance(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query);
-static void handle_metrics(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_metrics(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query);
-static void handle_healthz(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_healthz(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query);
-static void handle_index(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_index(struct routes_ctx *c, struct http_req *req, const char *tail,
                          const char *query);
 
 static const struct route routes[] = {
-    { "/transaction", EVHTTP_REQ_POST, "POST", handle_post_transaction },
-    { "/transactions", EVHTTP_REQ_POST, "POST", handle_post_transactions },
+    { "/transaction", VERB_POST, "POST", handle_post_transaction },
+    { "/transactions", VERB_POST, "POST", handle_post_transactions },
     { "/transaction/", GET_HEAD, "GET, HEAD", handle_get_transaction },
-    { "/transfer", EVHTTP_REQ_POST, "POST", handle_post_transfer },
-    { "/accounts", EVHTTP_REQ_POST, "POST", accounts_post },
+    { "/transfer", VERB_POST, "POST", handle_post_transfer },
+    { "/accounts", VERB_POST, "POST", accounts_post },
     { "/accounts/", GET_HEAD, "GET, HEAD", accounts_get },
     { "/balance", GET_HEAD, "GET, HEAD", handle_balance },
     { "/metrics", GET_HEAD, "GET, HEAD", handle_metrics },
@@ -67,22 +67,6 @@ static const struct route routes[] = {
     { "/", GET_HEAD, "GET, HEAD", handle_index },
     { "/index.html", GET_HEAD, "GET, HEAD", handle_index },
 };
-
-static const char *method_name(enum evhttp_cmd_type m)
-{
-    switch (m) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    }
-    return "?";
-}
 
 /* Returns the route for path and sets *tail to what follows a prefix route. */
 static const struct route *route_find(const char *path, const char **tail)
@@ -99,16 +83,22 @@ static const struct route *route_find(const char *path, const char **tail)
     return NULL;
 }
 
-void routes_handle(struct evhttp_request *req, void *arg)
+size_t routes_body_limit(unsigned verb, const char *path, size_t path_len, void *arg)
+{
+    const struct routes_ctx *c = arg;
+    static const char batch[] = "/transactions";
+    if (verb == VERB_POST && path_len == sizeof batch - 1 && memcmp(path, batch, path_len) == 0)
+        return VALIDATE_BATCH_MAX_BODY;
+    return c->cfg->max_body;
+}
+
+void routes_handle(struct http_req *req, void *arg)
 {
     struct routes_ctx *c = arg;
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-    if (!path || !*path)
-        path = "/";
-    /* Set before the handler runs so that every answer carries it; evhttp
-     * then closes the connection after the response. */
+    const char *path = http_req_path(req);
+    const char *query = http_req_query(req);
+    /* Set before the handler runs so that every answer carries it; the
+     * connection is closed after the response. */
     if (c->draining)
         respond_header(req, "Connection", "close");
     const char *tail = "";
@@ -117,24 +107,23 @@ void routes_handle(struct evhttp_request *req, void *arg)
         respond_error(req, c->metrics, 404, "no such path: %.200s", path);
         return;
     }
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
-    if (!(r->methods & m)) {
+    if (!(r->methods & http_req_verb(req))) {
         respond_header(req, "Allow", r->allow);
-        respond_error(req, c->metrics, 405, "method %s not allowed on %.200s", method_name(m),
-                      path);
+        respond_error(req, c->metrics, 405, "method %s not allowed on %.200s",
+                      http_req_method(req), path);
         return;
     }
     r->fn(c, req, tail, query);
 }
 
-static void handle_post_transaction(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transaction(struct routes_ctx *c, struct http_req *req,
                                     const char *tail, const char *query)
 {
     (void)tail;
     submit_post(c, req, query, validate_transaction, ANSWER_TXN);
 }
 
-static void handle_post_transfer(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transfer(struct routes_ctx *c, struct http_req *req,
                                  const char *tail, const char *query)
 {
     (void)tail;
@@ -149,7 +138,7 @@ static char batch_answer[16 + VALIDATE_BATCH_MAX * ID_TEXT_MAX];
 
 /* POST /transactions: an array of up to VALIDATE_BATCH_MAX transactions,
  * queued all or none, answered with their ids in order. */
-static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_post_transactions(struct routes_ctx *c, struct http_req *req,
                                      const char *tail, const char *query)
 {
     (void)tail;
@@ -178,7 +167,7 @@ static void handle_post_transactions(struct routes_ctx *c, struct evhttp_request
 /* Ledger first, then the ring, then the ledger again: an entry can leave the
  * ring and commit between the first two reads, but it is always in one of
  * the two places, so the third read closes the gap. */
-static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *req,
+static void handle_get_transaction(struct routes_ctx *c, struct http_req *req,
                                    const char *tail, const char *query)
 {
     (void)query;
@@ -212,7 +201,7 @@ static void handle_get_transaction(struct routes_ctx *c, struct evhttp_request *
         answer_ledger_busy(c, req);
 }
 
-static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_balance(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query)
 {
     (void)tail;
@@ -250,11 +239,11 @@ static void handle_balance(struct routes_ctx *c, struct evhttp_request *req, con
 /* JSON for the prototype's dashboard and browsers; the Prometheus text
  * format for scrapers (they accept text/plain or OpenMetrics) or when asked
  * with ?format=prometheus. */
-static void handle_metrics(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_metrics(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query)
 {
     (void)tail;
-    const char *accept = evhttp_find_header(evhttp_request_get_input_headers(req), "Accept");
+    const char *accept = http_req_header(req, "Accept");
     if (!prom_wanted(accept, query)) {
         respond_json(req, c->metrics, 200, stats_metrics_json(c->seg));
         return;
@@ -269,7 +258,7 @@ static void handle_metrics(struct routes_ctx *c, struct evhttp_request *req, con
     free(text);
 }
 
-static void handle_healthz(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_healthz(struct routes_ctx *c, struct http_req *req, const char *tail,
                            const char *query)
 {
     (void)tail;
@@ -282,7 +271,7 @@ static void handle_healthz(struct routes_ctx *c, struct evhttp_request *req, con
     respond_body(req, c->metrics, 200, "application/json", ok, sizeof ok - 1);
 }
 
-static void handle_index(struct routes_ctx *c, struct evhttp_request *req, const char *tail,
+static void handle_index(struct routes_ctx *c, struct http_req *req, const char *tail,
                          const char *query)
 {
     (void)tail;

@@ -1,9 +1,10 @@
-/* The request router and the handlers of the HTTP API:
- * one evhttp generic callback that matches the path, checks the method and
- * hands the request to its handler. */
+/* The request router and the handlers of the HTTP API: one callback of the
+ * HTTP layer (conn.h) that matches the path, checks the method and hands the
+ * request to its handler. */
 #ifndef TXP_ROUTES_H
 #define TXP_ROUTES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common/config.h"
@@ -11,7 +12,7 @@
 #include "common/shm.h"
 #include "ledger/lookup.h"
 
-struct evhttp_request;
+struct http_req;
 struct waiters;
 
 /* What the handlers need; owned by the server (http.c). */
@@ -25,7 +26,10 @@ struct routes_ctx {
     int draining;                 /* set on SIGTERM: answer, then close */
 };
 
-/* evhttp generic callback; arg is a struct routes_ctx. */
-void routes_handle(struct evhttp_request *req, void *arg);
+/* The HTTP layer's handler (http_handler); arg is a struct routes_ctx. */
+void routes_handle(struct http_req *req, void *arg);
+/* The HTTP layer's body limit (http_body_limit): POST /transactions takes
+ * VALIDATE_BATCH_MAX_BODY, everything else --max-body. */
+size_t routes_body_limit(unsigned verb, const char *path, size_t path_len, void *arg);
 
 #endif

@@ -2,36 +2,28 @@
 #include "frontend/submit.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <string.h>
 #include <strings.h>
 
 #include "common/log.h"
 #include "common/ring.h"
+#include "frontend/conn.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
 #include "frontend/validate.h"
 #include "frontend/waiters.h"
 
-const char *submit_json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len)
+const char *submit_json_body(struct routes_ctx *c, struct http_req *req, size_t *len)
 {
-    const char *ctype =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    const char *ctype = http_req_header(req, "Content-Type");
     if (validate_content_type(ctype) != 0) {
         respond_error(req, c->metrics, 415, "Content-Type must be application/json");
         return NULL;
     }
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    *len = evbuffer_get_length(in);
-    const char *body = *len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (!body)
-        respond_error(req, c->metrics, 500, "out of memory");
-    return body;
+    return http_req_body(req, len);
 }
 
-int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
+int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry *e,
                    uint32_t n)
 {
     int rc = ring_enqueue(c->seg->ring, e, n);
@@ -63,18 +55,18 @@ int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_
  * *wait_s is -1 when no wait was asked for. Returns 0, or -1 after
  * answering 400. Two Idempotency-Key headers are refused: a proxy might
  * honour the other one. */
-static int read_asked(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+static int read_asked(struct routes_ctx *c, struct http_req *req, const char *query,
                       struct txn_entry *e, int *wait_s)
 {
-    const struct evkeyvalq *headers = evhttp_request_get_input_headers(req);
     const char *key = NULL;
     int keys = 0, prefer = -1;
-    for (const struct evkeyval *h = headers->tqh_first; h; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "Idempotency-Key") == 0) {
-            key = h->value;
+    for (uint32_t i = 0, n = http_req_header_count(req); i < n; i++) {
+        const char *name = http_req_header_name(req, i);
+        if (strcasecmp(name, "Idempotency-Key") == 0) {
+            key = http_req_header_value(req, i);
             keys++;
-        } else if (prefer < 0 && strcasecmp(h->key, "Prefer") == 0) {
-            prefer = validate_prefer_wait(h->value);
+        } else if (prefer < 0 && strcasecmp(name, "Prefer") == 0) {
+            prefer = validate_prefer_wait(http_req_header_value(req, i));
         }
     }
     struct validate_error err;
@@ -111,7 +103,7 @@ static int read_asked(struct routes_ctx *c, struct evhttp_request *req, const ch
 /* Idempotency-Key seen before: the original's outcome (final, if the client
  * waits for one) or 422 for another request under the same key. Returns 1
  * when req was answered, 0 when the key is new. */
-static int replay(struct routes_ctx *c, struct evhttp_request *req, const struct txn_entry *e,
+static int replay(struct routes_ctx *c, struct http_req *req, const struct txn_entry *e,
                   struct answer_how how, int want_final)
 {
     uint64_t txid = 0, fingerprint = 0;
@@ -147,7 +139,7 @@ static int replay(struct routes_ctx *c, struct evhttp_request *req, const struct
 /* POST /accounts: an existing card is refused before anything is queued
  * (the worker still refuses the race, account_exists). Returns 1 if req was
  * answered. */
-static int account_exists(struct routes_ctx *c, struct evhttp_request *req,
+static int account_exists(struct routes_ctx *c, struct http_req *req,
                           const struct txn_entry *e)
 {
     int64_t balance;
@@ -161,7 +153,7 @@ static int account_exists(struct routes_ctx *c, struct evhttp_request *req,
     return 1;
 }
 
-void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+void submit_entry(struct routes_ctx *c, struct http_req *req, const char *query,
                   struct txn_entry *e, enum answer_kind kind)
 {
     int asked;
@@ -188,7 +180,7 @@ void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *
                     answer_queued_message(e));
 }
 
-void submit_post(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+void submit_post(struct routes_ctx *c, struct http_req *req, const char *query,
                  submit_validator validate, enum answer_kind kind)
 {
     size_t len;

@@ -13,7 +13,7 @@
 #include "frontend/routes.h"
 #include "frontend/validate.h"
 
-struct evhttp_request;
+struct http_req;
 
 /* How long POST /accounts waits when the client did not say. */
 #define SUBMIT_ACCOUNT_WAIT_S 10
@@ -21,18 +21,18 @@ struct evhttp_request;
 /* Checks the Content-Type and returns the body as one contiguous run (it
  * may arrive in several chunks), or answers the error itself and returns
  * NULL. */
-const char *submit_json_body(struct routes_ctx *c, struct evhttp_request *req, size_t *len);
+const char *submit_json_body(struct routes_ctx *c, struct http_req *req, size_t *len);
 
 /* Queues n entries, all or none. On failure answers 503 (no room for all
  * of them: a normal overload answer) or 500 itself and returns -1. */
-int submit_enqueue(struct routes_ctx *c, struct evhttp_request *req, struct txn_entry *e,
+int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry *e,
                    uint32_t n);
 
 /* Everything after validation for one entry: answers req in every case
  * (now, or later through the waiter table). kind says which final answer
  * the endpoint gives; ANSWER_ACCOUNT also refuses an existing card (409)
  * and waits SUBMIT_ACCOUNT_WAIT_S unless told otherwise. */
-void submit_entry(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+void submit_entry(struct routes_ctx *c, struct http_req *req, const char *query,
                   struct txn_entry *e, enum answer_kind kind);
 
 /* The body of a single-entry POST: one of validate_transaction,
@@ -42,7 +42,7 @@ typedef int (*submit_validator)(const char *body, size_t len, size_t max_body,
 
 /* A whole single-entry POST: the JSON body, validation (400/413/415 with the
  * validator's message), then submit_entry. */
-void submit_post(struct routes_ctx *c, struct evhttp_request *req, const char *query,
+void submit_post(struct routes_ctx *c, struct http_req *req, const char *query,
                  submit_validator validate, enum answer_kind kind);
 
 #endif

@@ -8,7 +8,6 @@
 
 #include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,7 +24,7 @@ struct waiter {
     struct waiter *next; /* hash chain */
     struct waiters *owner;
     struct event *timer;
-    struct evhttp_request *req;
+    struct http_req *req;
     struct answer_how how;
     struct txn_entry entry; /* what was queued, for the answer */
 };
@@ -174,7 +173,7 @@ int waiters_room(const struct waiters *w)
     return w && w->notify && !w->closed && w->count < WAITERS_MAX;
 }
 
-int waiters_add(struct waiters *w, struct evhttp_request *req, const struct txn_entry *e,
+int waiters_add(struct waiters *w, struct http_req *req, const struct txn_entry *e,
                 const struct answer_how *how, unsigned wait_s)
 {
     if (!waiters_room(w))

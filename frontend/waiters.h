@@ -21,7 +21,7 @@
 #define WAITERS_MAX 65536 /* held requests per frontend; beyond it, 202 at once */
 
 struct event_base;
-struct evhttp_request;
+struct http_req;
 struct waiters;
 
 /* Sets up the table for frontend index (forgetting outcomes left in its
@@ -34,7 +34,7 @@ int waiters_room(const struct waiters *w);
 /* Holds req for the outcome of the just-queued entry e (e->waiter set,
  * e->txid assigned) for wait_s seconds. Returns 0, or -1 (logged) when it
  * cannot: the caller then answers the request itself. */
-int waiters_add(struct waiters *w, struct evhttp_request *req, const struct txn_entry *e,
+int waiters_add(struct waiters *w, struct http_req *req, const struct txn_entry *e,
                 const struct answer_how *how, unsigned wait_s);
 /* Answers every waiter 202 now (shutdown) and takes no new ones. */
 void waiters_drain(struct waiters *w);

@@ -5,7 +5,7 @@
 # something is absent, so it is cheap to call from every `make run`/`make test`.
 set -eu
 
-PACKAGES="gcc make libc6-dev pkg-config libevent-dev libcjson-dev libsqlite3-dev sqlite3 libpq-dev \
+PACKAGES="gcc make libc6-dev pkg-config libevent-dev libcjson-dev libsqlite3-dev sqlite3 libpq-dev libhttp-parser-dev \
 python3 python3-pytest python3-requests python3-yaml curl valgrind strace $*"
 
 missing=""

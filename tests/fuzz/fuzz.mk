@@ -21,13 +21,17 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wex
 
 # Each target: its sources, libraries and the largest input worth trying
 # (just past the 4096-byte body limit for the validator).
-FUZZ_TARGETS        = fuzz_validate fuzz_entry
+FUZZ_TARGETS        = fuzz_validate fuzz_entry fuzz_http
 fuzz_validate_SRC   = tests/fuzz/fuzz_validate.c frontend/validate.c frontend/query.c common/txn.c
 fuzz_validate_LIBS  = -lcjson
 fuzz_validate_MAXLEN = 4608
 fuzz_entry_SRC      = tests/fuzz/fuzz_entry.c common/ring.c common/txn.c common/log.c common/check.c
 fuzz_entry_LIBS     = -lpthread
 fuzz_entry_MAXLEN   = 2048
+fuzz_http_SRC       = tests/fuzz/fuzz_http.c frontend/conn.c frontend/respond.c common/log.c \
+                      common/check.c common/clock.c common/metrics.c
+fuzz_http_LIBS      = -levent -lhttp_parser -lcjson
+fuzz_http_MAXLEN    = 4096
 
 fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
 FUZZ_BINS = $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))
@@ -48,6 +52,9 @@ $(FUZZ_BUILD)/fuzz_validate: $(call fuzz_obj,$(fuzz_validate_SRC))
 
 $(FUZZ_BUILD)/fuzz_entry: $(call fuzz_obj,$(fuzz_entry_SRC))
 	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(fuzz_entry_LIBS)
+
+$(FUZZ_BUILD)/fuzz_http: $(call fuzz_obj,$(fuzz_http_SRC))
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(fuzz_http_LIBS)
 
 fuzz: fuzz-build
 	@$(foreach t,$(FUZZ_TARGETS),sh tests/fuzz/run.sh $(FUZZ_BUILD)/$(t) tests/fuzz/corpus/$(t) \

@@ -74,7 +74,8 @@ def test_cluster_compose_wires_nodes_formation_and_balancer():
 def test_image_has_a_runtime_package_for_every_library_the_binary_links():
     libs = re.search(r"^LIBS\s*=\s*(.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
     runtime = {"-lsqlite3": "libsqlite3-0", "-lpq": "libpq5", "-levent": "libevent-2.1-7",
-               "-lcjson": "libcjson1", "-lpthread": None, "-lm": None}
+               "-lcjson": "libcjson1", "-lhttp_parser": "libhttp-parser2.9",
+               "-lpthread": None, "-lm": None}
     dockerfile = (ROOT / "Dockerfile").read_text()
     final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
     build_stage = dockerfile.split("\nFROM ", 2)[1]
@@ -83,7 +84,7 @@ def test_image_has_a_runtime_package_for_every_library_the_binary_links():
         if runtime[lib]:
             assert re.search(r"\b%s\b" % re.escape(runtime[lib]), final_stage), runtime[lib]
             dev = {"-lsqlite3": "libsqlite3-dev", "-lpq": "libpq-dev", "-levent": "libevent-dev",
-                   "-lcjson": "libcjson-dev"}[lib]
+                   "-lcjson": "libcjson-dev", "-lhttp_parser": "libhttp-parser-dev"}[lib]
             assert re.search(r"\b%s\b" % re.escape(dev), build_stage), dev
 
 

@@ -5,8 +5,8 @@ from our handlers, or where libevent answers by itself a 4xx or a closed
 connection), leave the ledger and the queue untouched, crash no process, and
 leave the server serving the next client.
 
-The module's server runs with --http-timeout 2 so that requests which never
-complete are dropped within seconds."""
+The module's server runs with --http-timeout 2 and --header-timeout 3 so that
+requests which never complete are refused (408) within seconds."""
 import contextlib
 import json
 import select
@@ -21,7 +21,8 @@ from conftest import HTTP_TIMEOUT, Server, card, db_exec, wait_until
 # The ledger backend plays no part here: once, on SQLite.
 pytestmark = pytest.mark.backend_independent
 
-HTTP_IDLE_TIMEOUT = 2      # the module server's --http-timeout
+HTTP_IDLE_TIMEOUT = 2      # the module server's --http-timeout (bodies, writes)
+HEADER_TIMEOUT = 3         # its --header-timeout
 CLOSE_MARGIN = 5           # slack on top of it for a loaded machine
 JSON_CT = b"application/json"
 
@@ -156,12 +157,13 @@ def assert_json_error(resp, status, field=None):
 
 
 def assert_refused_by_http_layer(conn, resp, statuses, answer_required=True):
-    """libevent's own answer: a 4xx (an HTML page), then the connection
-    closed; where it has nothing to answer, just the close."""
+    """The HTTP layer's own answer: a JSON 4xx, then the connection closed;
+    where it has nothing to answer, just the close."""
     if answer_required:
         assert resp is not None, "connection closed without an answer"
     if resp is not None:
         assert resp.status in statuses, resp
+        assert_json_error(resp, resp.status)
     assert conn.closed_within(HTTP_IDLE_TIMEOUT + CLOSE_MARGIN), "connection left open"
 
 
@@ -171,7 +173,8 @@ def assert_refused_by_http_layer(conn, resp, statuses, answer_required=True):
 
 @pytest.fixture(scope="module")
 def hostile_server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("hostile"), args=["--http-timeout", HTTP_IDLE_TIMEOUT])
+    s = Server(tmp_path_factory.mktemp("hostile"), args=["--http-timeout", HTTP_IDLE_TIMEOUT,
+                                                         "--header-timeout", HEADER_TIMEOUT])
     try:
         s.start()
         yield s
@@ -283,14 +286,26 @@ def test_truncated_request_then_close_records_nothing(hostile_server, data):
         assert conn.buf == b"", conn.buf   # nothing to answer
 
 
-@pytest.mark.parametrize("data", TRUNCATED.values(), ids=TRUNCATED.keys())
-def test_truncated_request_left_idle_is_dropped_after_http_timeout(hostile_server, data):
+# Which deadline ends each: the head's (from its first byte) or the body's.
+TRUNCATED_DEADLINE = {"request_line_cut": (HEADER_TIMEOUT, "headers"),
+                      "headers_cut": (HEADER_TIMEOUT, "headers"),
+                      "headers_unterminated": (HEADER_TIMEOUT, "headers"),
+                      "body_shorter_than_content_length": (HTTP_IDLE_TIMEOUT, "body")}
+
+
+@pytest.mark.parametrize("name", TRUNCATED)
+def test_truncated_request_left_idle_gets_408_at_its_deadline(hostile_server, name):
+    deadline, what = TRUNCATED_DEADLINE[name]
     with leaves_no_trace(hostile_server), Raw(hostile_server) as conn:
-        conn.send(data)
+        conn.send(TRUNCATED[name])
         start = time.monotonic()
-        assert conn.closed_within(HTTP_IDLE_TIMEOUT + CLOSE_MARGIN), "idle request kept open"
-        assert time.monotonic() - start >= HTTP_IDLE_TIMEOUT - 0.5
-        assert conn.buf == b"", conn.buf
+        resp = conn.response(deadline + CLOSE_MARGIN)
+        elapsed = time.monotonic() - start
+        body = assert_json_error(resp, 408, what)
+        assert "within %d s" % deadline in body["message"], body
+        assert elapsed >= deadline - 0.5, elapsed
+        assert resp.headers.get("connection") == "close", resp
+        assert conn.closed_within(CLOSE_MARGIN), "connection left open after the 408"
 
 
 # --------------------------------------------------------------------------
@@ -450,10 +465,12 @@ def test_300_idle_connections_do_not_block_another_client(hostile_server):
             ready, _, _ = select.select(conns, [], [], 0)
             assert not ready, "%d stalled connections were dropped before the other client was " \
                 "served (%.2fs)" % (len(ready), time.monotonic() - start)
-            # The server drops every stalled connection after --http-timeout,
-            # without an answer.
-            waiting = set(conns)
-            deadline = time.monotonic() + HTTP_IDLE_TIMEOUT + CLOSE_MARGIN
+            # The server ends every stalled connection at its deadline: a
+            # silent one without an answer, a started request with a 408.
+            waiting = {c: i % 3 for i, c in enumerate(conns)}
+            got = {c: b"" for c in conns}
+            limit = max(HEADER_TIMEOUT, HTTP_IDLE_TIMEOUT) + CLOSE_MARGIN
+            deadline = time.monotonic() + limit
             while waiting and time.monotonic() < deadline:
                 readable, _, _ = select.select(list(waiting), [], [], 0.2)
                 for c in readable:
@@ -461,23 +478,30 @@ def test_300_idle_connections_do_not_block_another_client(hostile_server):
                         data = c.recv(4096)
                     except ConnectionResetError:
                         data = b""
-                    assert data == b"", "a stalled request was answered: %r" % data[:200]
-                    waiting.discard(c)
+                    got[c] += data
+                    if data:
+                        continue
+                    kind = waiting.pop(c)
+                    if kind == 0:
+                        assert got[c] == b"", "a silent connection was answered: %r" % got[c]
+                    else:
+                        assert got[c].startswith(b"HTTP/1.1 408 ") and b'"status":"error"' in got[c], \
+                            got[c][:300]
             assert not waiting, "%d of 300 idle connections still open after %ds" % (
-                len(waiting), HTTP_IDLE_TIMEOUT + CLOSE_MARGIN)
+                len(waiting), limit)
     finally:
         for c in conns:
             c.close()
 
 
 def test_trickling_client_does_not_block_others(hostile_server):
-    """A client sending a header line every second never goes idle long enough
-    for --http-timeout; it costs one connection but must not delay others."""
+    """A client sending its header lines slowly, but within --header-timeout,
+    costs one connection and is served; it must not delay others."""
     srv = hostile_server
     with Raw(srv) as slow:
         slow.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         for i in range(4):
-            time.sleep(HTTP_IDLE_TIMEOUT / 2)
+            time.sleep(HEADER_TIMEOUT / 8)
             slow.send(b"X-Drip-%d: y\r\n" % i)
             r = requests.get(srv.base + "/healthz", timeout=HTTP_TIMEOUT)
             assert r.status_code == 200

@@ -289,7 +289,11 @@ def test_invalid_key_is_400(shared_server, raw_key, path, body):
     status, headers, resp = raw_request(shared_server.port, req)
     assert status == 400, (status, resp)
     assert headers.get("content-type", "").startswith("application/json"), headers
-    assert json.loads(resp) == {"status": "error", "message": KEY_ERROR}
+    # A control character (but tab) is malformed HTTP: the HTTP layer refuses
+    # it before the key is read, naming the header all the same.
+    ctl = any(b < 0x20 and b != 0x09 or b == 0x7f for b in raw_key)
+    expected = "header Idempotency-Key: invalid character in its value" if ctl else KEY_ERROR
+    assert json.loads(resp) == {"status": "error", "message": expected}
     assert shared_server.queue()["next_txid"] == before, "a request with a bad key was queued"
 
 
