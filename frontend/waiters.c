@@ -19,6 +19,9 @@
 #define WAITERS_BUCKET_BITS 14
 #define WAITERS_BUCKETS (1u << WAITERS_BUCKET_BITS)
 #define WAITERS_POP_BATCH 64
+/* Outcomes answered per turn of the loop: a commit that releases thousands
+ * of waiters is answered in slices, with reads and accepts between them. */
+#define WAITERS_SLICE 256
 
 struct waiter {
     struct waiter *next; /* hash chain */
@@ -36,6 +39,7 @@ struct waiters {
     uint32_t n_workers;
     struct event_base *base;
     struct event *notify; /* NULL: no eventfd, so nobody may wait */
+    struct event *resume; /* the next slice, after the loop has polled */
     int closed;           /* drained: no new waiters */
     uint32_t count;
     struct waiter *bucket[WAITERS_BUCKETS];
@@ -104,21 +108,43 @@ static void complete_one(struct waiters *w, const struct completion *c)
     waiter_free(wt);
 }
 
-/* Pops one ring until it is empty, or for at most one ring's worth of
- * records so that a busy worker cannot keep the loop here; returns 1 if it
- * stopped early. */
-static int drain_ring(struct waiters *w, struct completion_ring *r)
+/* Pops up to *budget records from one ring; returns 1 if the budget ran
+ * out before the ring did. */
+static int drain_ring(struct waiters *w, struct completion_ring *r, uint32_t *budget)
 {
     struct completion batch[WAITERS_POP_BATCH];
-    uint32_t n, total = 0;
-    while ((n = completion_pop(r, batch, WAITERS_POP_BATCH)) > 0) {
+    while (*budget > 0) {
+        uint32_t want = *budget < WAITERS_POP_BATCH ? *budget : WAITERS_POP_BATCH;
+        uint32_t n = completion_pop(r, batch, want);
+        if (n == 0)
+            return 0;
         for (uint32_t i = 0; i < n; i++)
             complete_one(w, &batch[i]);
-        total += n;
-        if (total >= COMPLETION_RING_CAP)
-            return 1;
+        *budget -= n;
     }
-    return 0;
+    return 1;
+}
+
+/* One slice over every worker's ring; what is left waits for the resume
+ * timer, which fires after the loop has polled its sockets once. */
+static void answer_slice(struct waiters *w)
+{
+    uint32_t budget = WAITERS_SLICE;
+    int more = 0;
+    for (uint32_t k = 0; k < w->n_workers; k++)
+        more |= drain_ring(w, shm_completions(w->seg, w->index, k), &budget);
+    struct timeval now = { 0, 0 };
+    if (more && evtimer_add(w->resume, &now) != 0) {
+        log_warn("cannot schedule the next slice of answers; answering on");
+        event_active(w->notify, EV_READ, 0);
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short events, void *arg)
+{
+    (void)fd;
+    (void)events;
+    answer_slice(arg);
 }
 
 /* The counter is read before the rings are drained: an outcome published
@@ -130,11 +156,7 @@ static void on_notify(evutil_socket_t fd, short events, void *arg)
     uint64_t count;
     if (read(fd, &count, sizeof count) < 0 && errno != EAGAIN && errno != EINTR)
         log_warn("read(eventfd): %s", strerror(errno));
-    int more = 0;
-    for (uint32_t k = 0; k < w->n_workers; k++)
-        more |= drain_ring(w, shm_completions(w->seg, w->index, k));
-    if (more)
-        event_active(w->notify, EV_READ, 0);
+    answer_slice(w);
 }
 
 struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, struct shm_seg *seg,
@@ -159,11 +181,15 @@ struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, str
     for (uint32_t k = 0; k < w->n_workers; k++)
         completion_discard(shm_completions(seg, index, k));
     w->notify = event_new(base, fd, EV_READ | EV_PERSIST, on_notify, w);
-    if (!w->notify || event_add(w->notify, NULL) != 0) {
+    w->resume = evtimer_new(base, on_resume, w);
+    if (!w->notify || !w->resume || event_add(w->notify, NULL) != 0) {
         log_warn("cannot watch the completion eventfd: requests will not wait");
         if (w->notify)
             event_free(w->notify);
+        if (w->resume)
+            event_free(w->resume);
         w->notify = NULL;
+        w->resume = NULL;
     }
     return w;
 }
@@ -207,6 +233,8 @@ void waiters_drain(struct waiters *w)
     w->closed = 1;
     if (w->notify)
         event_del(w->notify);
+    if (w->resume)
+        event_del(w->resume);
     for (uint32_t b = 0; b < WAITERS_BUCKETS && w->count > 0; b++) {
         while (w->bucket[b]) {
             struct waiter *wt = w->bucket[b];
@@ -227,5 +255,7 @@ void waiters_free(struct waiters *w)
     waiters_drain(w);
     if (w->notify)
         event_free(w->notify);
+    if (w->resume)
+        event_free(w->resume);
     free(w);
 }

@@ -10,12 +10,12 @@
 #                      accounts -> bench/scale.json and docs/bench/*.png
 #                      (about 7 minutes)
 #   make bench-ceiling the reference programs only (sqlite_ceiling, pg_ceiling,
-#                      evhttp_floor)
+#                      http_floor)
 #
 # BENCH_ARGS / BENCH_SCALE_ARGS pass options to the drivers (--help lists them).
 
 SQLITE_CEILING = $(BUILD)/sqlite_ceiling
-EVHTTP_FLOOR   = $(BUILD)/evhttp_floor
+HTTP_FLOOR     = $(BUILD)/http_floor
 WAIT_HIST      = $(BUILD)/wait_hist
 PG_CEILING     = $(BUILD)/pg_ceiling
 # libpq (Debian's libpq-dev) keeps libpq-fe.h in a directory of its own.
@@ -33,8 +33,8 @@ bench-deps:
 $(SQLITE_CEILING): $(call obj,tools/bench/sqlite_ceiling.c) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(EVHTTP_FLOOR): $(call obj,tools/bench/evhttp_floor.c)
-	$(CC) $(LDFLAGS) -o $@ $^ -levent -lcjson
+$(HTTP_FLOOR): $(call obj,tools/bench/http_floor.c) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Reads the commit-to-answer histogram of waiting requests from the shm.
 $(WAIT_HIST): $(call obj,tools/bench/wait_hist.c) $(LIB_OBJ)
@@ -45,7 +45,7 @@ $(call obj,tools/bench/pg_ceiling.c): CFLAGS += $(BENCH_PQ_CFLAGS)
 $(PG_CEILING): $(call obj,tools/bench/pg_ceiling.c)
 	$(CC) $(LDFLAGS) -o $@ $^ -lpq -lpthread
 
-bench-ceiling: $(SQLITE_CEILING) $(PG_CEILING) $(EVHTTP_FLOOR)
+bench-ceiling: $(SQLITE_CEILING) $(PG_CEILING) $(HTTP_FLOOR)
 
 bench: deps bench-deps
 	@$(MAKE) --no-print-directory all bench-ceiling $(WAIT_HIST)

@@ -15,8 +15,10 @@ and the table shows the median and the min-max:
              a backlog exists: the workers draining what the batch-ingest run
              queued (no HTTP load: the conditions of the storage ceiling);
              also the rate during the ingest run (sharing cores with HTTP).
-  reference  tools/bench/evhttp_floor: bare libevent evhttp + cJSON, 2
-             processes, validate and answer 202 -- what evhttp itself costs.
+  reference  tools/bench/http_floor: a bare server + cJSON, 2 processes,
+             validate and answer 202, once on libevent's evhttp and once on
+             txprocd's own HTTP layer (frontend/conn.c) -- what each layer
+             costs, and what txprocd adds on top of its own.
   storage    tools/bench/sqlite_ceiling: one SQLite connection applying the
              same random transactions, batch = --batch-max, same schema and
              PRAGMAs; "naive" SELECT/UPDATE/INSERT (the ratio's denominator)
@@ -70,8 +72,9 @@ PGTMP = bl.ROOT / "tools" / "pg" / "pgtmp.sh"
 TARGETS = {
     "pg_apply_ratio": 5.0,      # apply on PostgreSQL / naive PostgreSQL ceiling
     "pg_ingest_ratio": 0.9,     # ingest on PostgreSQL / ingest on SQLite
-    "ingest_ratio": 0.6,        # ingest / nginx
+    "ingest_ratio": 0.85,       # ingest / nginx
     "ingest_p99_ms": 5.0,
+    "ingest_p99_over_nginx": 1.5,
     "apply_ratio": 0.8,         # apply / storage ceiling (naive)
     "sustained_ratio": 0.8,     # sustained committed/s / storage ceiling (naive)
     "sustained_p99_ms": 10.0,
@@ -121,8 +124,8 @@ def run_nginx(a):
         ng.cleanup()
 
 
-def run_floor(a):
-    fl = bl.EvhttpFloor(a.build, procs=2)
+def run_floor(a, layer="evhttp"):
+    fl = bl.HttpFloor(a.build, procs=2, layer=layer)
     try:
         fl.start()
         watch = bl.CpuWatch(bl.group_pids(fl.proc.pid))
@@ -438,7 +441,8 @@ def main():
     p.add_argument("--wait", type=int, default=5, help="N of Prefer: wait=N in the wait measurement")
     p.add_argument("--wait-warmup", type=float, default=1.0,
                    help="seconds of the wait run left out of the server histogram")
-    p.add_argument("--only", default="ingest,nginx,floor,ceiling,pg,sustained,batch,overload,wait",
+    p.add_argument("--only", default="ingest,nginx,floor,conn_floor,ceiling,pg,sustained,batch,"
+                   "overload,wait",
                    help="comma-separated subset of the measurements")
     a = p.parse_args()
     a.build = (bl.ROOT / a.build) if not Path(a.build).is_absolute() else Path(a.build)
@@ -456,7 +460,7 @@ def main():
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": bl.git_commit(),
             "machine": bl.machine(), "versions": bl.versions(), "loadavg_start": bl.loadavg(),
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()}}
-    runs = {k: [] for k in ("ingest", "nginx", "floor", "ceiling_naive", "ceiling_worker", "pg_ceiling",
+    runs = {k: [] for k in ("ingest", "nginx", "floor", "conn_floor", "ceiling_naive", "ceiling_worker", "pg_ceiling",
                             "pg_batch", "pg_ingest", "pg_nodes", "sustained", "batch", "overload", "wait")}
     pg_skipped = None
     try:
@@ -472,6 +476,9 @@ def main():
             if "floor" in only:
                 bl.log("rep %d/%d: bare evhttp server" % (rep + 1, a.reps))
                 runs["floor"].append(run_floor(a))
+            if "conn_floor" in only:
+                bl.log("rep %d/%d: bare server on txprocd's HTTP layer" % (rep + 1, a.reps))
+                runs["conn_floor"].append(run_floor(a, layer="conn"))
             if "ceiling" in only:
                 bl.log("rep %d/%d: storage ceiling" % (rep + 1, a.reps))
                 runs["ceiling_naive"].append(bl.ceiling(a.build, "naive", a.batch_max, a.ceiling_seconds, a.accounts))
@@ -517,6 +524,8 @@ def main():
         "nginx_per_s": bl.spread(col("nginx", "accepted_per_s")),
         "nginx_p99_ms": bl.spread(col("nginx", "p99_ms")),
         "floor_per_s": bl.spread(col("floor", "accepted_per_s")),
+        "conn_floor_per_s": bl.spread(col("conn_floor", "accepted_per_s")),
+        "conn_floor_p99_ms": bl.spread(col("conn_floor", "p99_ms")),
         "apply_drain_per_s": bl.spread(col("batch", "apply_drain_per_s")),
         "apply_mean_batch": bl.spread(col("batch", "mean_batch")),
         "apply_during_ingest_per_s": bl.spread(col("ingest", "apply_during_ingest_per_s")),
@@ -556,6 +565,9 @@ def main():
         "ingest_over_http_ceiling": ratio("ingest_per_s", "nginx_per_s"),
         "ingest_over_bare_evhttp": ratio("ingest_per_s", "floor_per_s"),
         "bare_evhttp_over_http_ceiling": ratio("floor_per_s", "nginx_per_s"),
+        "ingest_over_bare_conn": ratio("ingest_per_s", "conn_floor_per_s"),
+        "bare_conn_over_http_ceiling": ratio("conn_floor_per_s", "nginx_per_s"),
+        "ingest_p99_over_nginx_p99": ratio("ingest_p99_ms", "nginx_p99_ms"),
         "apply_over_storage_ceiling": ratio("apply_drain_per_s", "ceiling_naive_per_s"),
         "apply_during_ingest_over_storage_ceiling": ratio("apply_during_ingest_per_s", "ceiling_naive_per_s"),
         "apply_over_worker_statements_ceiling": ratio("apply_drain_per_s", "ceiling_worker_per_s"),
@@ -570,6 +582,8 @@ def main():
          lambda v: v >= TARGETS["ingest_ratio"]),
         ("ingest p99 <= %.0f ms" % TARGETS["ingest_p99_ms"], S("ingest_p99_ms"),
          lambda v: v <= TARGETS["ingest_p99_ms"]),
+        ("ingest p99 <= %.1f x nginx p99" % TARGETS["ingest_p99_over_nginx"],
+         ratios["ingest_p99_over_nginx_p99"], lambda v: v <= TARGETS["ingest_p99_over_nginx"]),
         ("ingest: no answer other than 202", S("ingest_non_202"), lambda v: v == 0),
         ("apply >= %.1f x storage ceiling" % TARGETS["apply_ratio"], ratios["apply_over_storage_ceiling"],
          lambda v: v >= TARGETS["apply_ratio"]),
@@ -621,6 +635,10 @@ def main():
     print("reference: bare libevent evhttp + cJSON, validate and answer 202, 2 processes, no queue")
     print(row("responses/s", col("floor", "accepted_per_s")))
     print(row("CPU of other processes on the machine, cores", col("floor", "other_cpu_cores")))
+    print("reference: the same on txprocd's own HTTP layer (frontend/conn.c), 2 processes, no queue")
+    print(row("responses/s", col("conn_floor", "accepted_per_s")))
+    print(row("latency p99 ms", col("conn_floor", "p99_ms")))
+    print(row("CPU of other processes on the machine, cores", col("conn_floor", "other_cpu_cores")))
     print("apply: committed/s while a backlog exists (shm counters), workers draining the")
     print("       backlog left by the batch-ingest run below, no HTTP load, batch-max %d" % a.batch_max)
     print(row("committed/s", col("batch", "apply_drain_per_s")))

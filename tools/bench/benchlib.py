@@ -237,26 +237,28 @@ def wait_port(port, timeout=10, proc=None):
     return False
 
 
-class EvhttpFloor:
-    """tools/bench/evhttp_floor: bare evhttp + cJSON, --procs processes."""
+class HttpFloor:
+    """tools/bench/http_floor: a bare HTTP server + cJSON on evhttp or on
+    txprocd's own layer (layer="conn"), --procs processes."""
 
-    def __init__(self, build, procs=2):
+    def __init__(self, build, procs=2, layer="evhttp"):
         self.build = Path(build)
         self.procs = procs
+        self.layer = layer
         self.proc = None
         self.port = None
 
     def start(self):
         for _ in range(3):
             self.port = free_port()
-            self.proc = subprocess.Popen([str(self.build / "evhttp_floor"), "--port", str(self.port),
-                                          "--procs", str(self.procs)], stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen([str(self.build / "http_floor"), "--port", str(self.port),
+                                          "--procs", str(self.procs), "--layer", self.layer],
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
             _started.append(self.proc)
             if wait_port(self.port, proc=self.proc):
                 return self
             self.stop()
-        raise RuntimeError("evhttp_floor did not start")
+        raise RuntimeError("http_floor did not start")
 
     @property
     def url(self):
