@@ -43,6 +43,11 @@
 #define CHUNK_SLACK 4096      /* framing read ahead of a chunked body */
 #define LINGER_S 2            /* reading what follows a refused request, at most */
 
+/* The connection timers take one of four durations: libevent's common
+ * timeouts keep each in a queue of its own, so arming and disarming one (a
+ * few times per request) is O(1) instead of a heap operation. */
+enum timer_kind { T_HEADER, T_BODY, T_IDLE, T_LINGER, T__COUNT };
+
 enum conn_state {
     ST_IDLE,     /* between requests */
     ST_HEAD,     /* reading a request's line and headers */
@@ -123,6 +128,7 @@ struct http_server {
     int64_t short_since_us;
     char *pool[BUF_POOL_MAX];
     uint32_t n_pool;
+    const struct timeval *tv[T__COUNT]; /* per enum timer_kind, from event_base_init_common_timeout */
 };
 
 static http_parser_settings settings;
@@ -206,10 +212,9 @@ static void set_reading(struct conn *c, int on)
     c->reading = on;
 }
 
-static void arm_timer(struct conn *c, unsigned seconds)
+static void arm_timer(struct conn *c, enum timer_kind kind)
 {
-    struct timeval tv = { (time_t)seconds, 0 };
-    if (evtimer_add(c->timer, &tv) != 0)
+    if (evtimer_add(c->timer, c->srv->tv[kind]) != 0)
         log_warn("http: cannot arm a connection timer");
 }
 
@@ -244,7 +249,7 @@ static void answered_close(struct conn *c)
         c->state = ST_LINGER;
         buf_release(c);
         set_reading(c, 1);
-        arm_timer(c, LINGER_S);
+        arm_timer(c, T_LINGER);
         return;
     }
     c->state = ST_CLOSED;
@@ -317,7 +322,7 @@ void http_req_send(struct http_req *r, int code, const char *reason, const char 
         answered_close(c);
         return;
     }
-    arm_timer(c, c->srv->lim.body_timeout_s);
+    arm_timer(c, T_BODY);
 }
 
 static void on_write(evutil_socket_t fd, short events, void *arg)
@@ -614,7 +619,7 @@ static int on_headers_complete(http_parser *p)
     c->body_off = c->body_len = 0;
     int has_body = chunked || (p->content_length != ULLONG_MAX && p->content_length > 0);
     if (has_body) {
-        arm_timer(c, c->srv->lim.body_timeout_s);
+        arm_timer(c, T_BODY);
         if (expect && p->http_major == 1 && p->http_minor >= 1) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1))
@@ -747,7 +752,7 @@ static void start_request(struct conn *c)
     c->body_off = c->body_len = 0;
     c->refused_code = 0;
     c->state = ST_HEAD;
-    arm_timer(c, c->srv->lim.header_timeout_s);
+    arm_timer(c, T_HEADER);
 }
 
 static void dispatch(struct conn *c)
@@ -786,7 +791,7 @@ static void conn_run(struct conn *c)
                     c->state = ST_CLOSED;
                     break;
                 }
-                arm_timer(c, c->srv->lim.idle_timeout_s);
+                arm_timer(c, T_IDLE);
                 set_reading(c, 1);
                 break;
             }
@@ -834,6 +839,8 @@ static void conn_run(struct conn *c)
         }
         if (c->eof) /* a request cut short: nothing to answer */
             c->state = ST_CLOSED;
+        else /* reading may have been paused while an answer was written */
+            set_reading(c, 1);
         break;
     }
     c->in_run--;
@@ -1006,7 +1013,7 @@ static struct conn *conn_new(struct http_server *s, int fd)
     s->n_conns++;
     c->state = ST_IDLE;
     set_reading(c, 1);
-    arm_timer(c, s->lim.header_timeout_s); /* a new connection owes a request soon */
+    arm_timer(c, T_HEADER); /* a new connection owes a request soon */
     return c;
 }
 
@@ -1152,6 +1159,17 @@ struct http_server *http_server_new(struct event_base *base, int listen_fd,
     *s = (struct http_server){ .base = base, .listen_fd = listen_fd, .lim = *limits,
                                .metrics = m, .handler = handler, .body_limit = body_limit,
                                .arg = arg };
+    const unsigned seconds[T__COUNT] = { limits->header_timeout_s, limits->body_timeout_s,
+                                  limits->idle_timeout_s, LINGER_S };
+    for (int k = 0; k < T__COUNT; k++) {
+        struct timeval tv = { (time_t)seconds[k], 0 };
+        s->tv[k] = event_base_init_common_timeout(base, &tv);
+        if (s->tv[k] == NULL) {
+            log_error("cannot set up the connection timeouts");
+            http_server_free(s);
+            return NULL;
+        }
+    }
     s->ev_retry = evtimer_new(base, on_retry, s);
     if (listen_fd < 0) {
         s->accept_paused = 1; /* for good: nothing to accept on */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/config.h"
@@ -78,6 +79,34 @@ static int drop_privileges(const char *user)
     return 0;
 }
 
+/* Each connection is a descriptor: the soft open-file limit (often 1024) is
+ * raised to the hard one, as nginx's worker_rlimit_nofile would, so that
+ * --max-connections rather than EMFILE is what limits a frontend. Children
+ * inherit it. A limit below the cap is worth a warning, not a refusal: the
+ * frontends pause accepting when they run out. */
+static void raise_nofile(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        log_warn("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            log_warn("cannot raise the open-file limit from %llu: %s", (unsigned long long)was,
+                     strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    rlim_t want = (rlim_t)cfg->max_connections + 64; /* + the ledger, eventfds, shm, log */
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        log_warn("open-file limit %llu is below --max-connections %u: a frontend will stop "
+                 "accepting when it runs out (raise it with ulimit -n or LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -91,6 +120,7 @@ int main(int argc, char **argv)
     log_set_role("master");
     log_set_level((enum log_level)cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile(&cfg);
 
     unsigned port;
     int listen_fd = listener_open(cfg.listen_host, cfg.port, &port);

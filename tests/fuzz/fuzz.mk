@@ -31,7 +31,7 @@ fuzz_entry_MAXLEN   = 2048
 fuzz_http_SRC       = tests/fuzz/fuzz_http.c frontend/conn.c frontend/respond.c common/log.c \
                       common/check.c common/clock.c common/metrics.c
 fuzz_http_LIBS      = -levent -lhttp_parser -lcjson
-fuzz_http_MAXLEN    = 4096
+fuzz_http_MAXLEN    = 16384
 
 fuzz_obj = $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(1))
 FUZZ_BINS = $(addprefix $(FUZZ_BUILD)/,$(FUZZ_TARGETS))

@@ -9,6 +9,7 @@ import resource
 import select
 import socket
 import stat
+import threading
 import time
 
 import pytest
@@ -243,6 +244,23 @@ def test_pipelined_requests_with_garbage_between_end_at_the_garbage(server_facto
         assert conn.buf == b"", conn.buf        # the request after the garbage: unanswered
     txid = int(second.json()["id"])
     assert srv.wait_final([txid], timeout=15)[txid] == "applied"
+
+
+def test_thousands_of_pipelined_requests_to_a_slow_reader_are_all_answered(server_factory):
+    """The client sends 3,000 requests without reading: the server's answers
+    fill the socket, it stops reading, and when the client starts reading
+    everything must flow again to the last answer."""
+    srv = server_factory(frontends=1, workers=1)
+    n = 3000
+    data = get_bytes(b"/healthz") * n
+    with Raw(srv) as conn:
+        sender = threading.Thread(target=conn.send, args=(data,), daemon=True)
+        sender.start()
+        time.sleep(1)       # the answers back up meanwhile
+        answers = [conn.response() for _ in range(n)]
+        sender.join(HTTP_TIMEOUT)
+    assert all(a is not None and a.status == 200 for a in answers), \
+        "%d of %d answered" % (sum(a is not None for a in answers), n)
 
 
 def test_request_split_at_every_byte_boundary(server_factory):

@@ -79,6 +79,7 @@ TARGETS = {
     "sustained_ratio": 0.8,     # sustained committed/s / storage ceiling (naive)
     "sustained_p99_ms": 10.0,
     "rss_mib": 16.0,
+    "anon_mib": 4.0,            # private memory (RssAnon) of a child at --connections
     "wait_p99_ms": 5.0,         # commit -> answer, 1,000 waiting clients
 }
 
@@ -543,6 +544,7 @@ def main():
         "sustained_p99_ms": bl.spread(col("sustained", "p99_ms")),
         "sustained_timeouts": bl.spread(col("sustained", "timeouts")),
         "rss_max_mib": bl.spread(col("sustained", "rss_max_mib")),
+        "anon_max_mib": bl.spread(col("sustained", "anon_max_mib")),
         "master_idle_cpu_percent": bl.spread(col("sustained", "master_idle_cpu_percent")),
         "batch_tx_per_s": bl.spread(col("batch", "tx_per_s")),
         "batch_p99_ms": bl.spread(col("batch", "p99_ms")),
@@ -594,6 +596,8 @@ def main():
         ("sustained: no timeouts", S("sustained_timeouts"), lambda v: v == 0),
         ("overload: 503s, no timeouts/socket errors", S("overload_timeouts"), lambda v: v == 0),
         ("RSS per child <= %.0f MiB" % TARGETS["rss_mib"], S("rss_max_mib"), lambda v: v <= TARGETS["rss_mib"]),
+        ("private memory per child <= %.0f MiB" % TARGETS["anon_mib"], S("anon_max_mib"),
+         lambda v: v <= TARGETS["anon_mib"]),
         ("master idle CPU ~ 0 (< 0.5%)", S("master_idle_cpu_percent"), lambda v: v < 0.5),
         ("wait: commit->answer p99 <= %.0f ms" % TARGETS["wait_p99_ms"], S("wait_server_p99_ms"),
          lambda v: v <= TARGETS["wait_p99_ms"]),

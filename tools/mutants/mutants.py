@@ -220,4 +220,9 @@ MUTANTS = [
      "            bad_encoding |= !value_is(c, h, \"chunked\");",
      "            (void)0;",
      ["test_http_layer.py -k gzip_then_chunked"]),
+    ("reading stays paused after a backed-up answer is written",
+     "frontend/conn.c",
+     "        else /* reading may have been paused while an answer was written */\n            set_reading(c, 1);",
+     "",
+     ["test_http_layer.py -k slow_reader"]),
 ]
