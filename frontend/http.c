@@ -121,6 +121,13 @@ static struct event_base *new_base(void)
     if (event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) == 0)
         base = event_base_new_with_config(ec);
     event_config_free(ec);
+    /* Two priorities: outcomes for waiting requests (waiters.c) before
+     * sockets, so a commit's answers do not queue behind a loop turn's worth
+     * of reads; they come in slices, so reads still get their turn. */
+    if (base && event_base_priority_init(base, 2) != 0) {
+        event_base_free(base);
+        return NULL;
+    }
     return base;
 }
 

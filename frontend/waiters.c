@@ -182,6 +182,12 @@ struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, str
         completion_discard(shm_completions(seg, index, k));
     w->notify = event_new(base, fd, EV_READ | EV_PERSIST, on_notify, w);
     w->resume = evtimer_new(base, on_resume, w);
+    /* Ahead of the sockets (http.c: new_base); a base with one priority
+     * refuses, and then they simply share it. */
+    if (w->notify && w->resume) {
+        (void)event_priority_set(w->notify, 0);
+        (void)event_priority_set(w->resume, 0);
+    }
     if (!w->notify || !w->resume || event_add(w->notify, NULL) != 0) {
         log_warn("cannot watch the completion eventfd: requests will not wait");
         if (w->notify)
