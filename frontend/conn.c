@@ -54,6 +54,11 @@
  * few times per request) is O(1) instead of a heap operation. */
 enum timer_kind { T_HEADER, T_BODY, T_IDLE, T_LINGER, T__COUNT };
 
+enum chunk_state {
+    CS_SIZE_START, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+    CS_TRAILER_START, CS_TRAILER, CS_TRAILER_LF, CS_END_LF, CS_DONE,
+};
+
 enum conn_state {
     ST_IDLE,     /* between requests */
     ST_HEAD,     /* reading a request's line and headers */
@@ -105,6 +110,10 @@ struct conn {
     uint32_t url, url_len;
     int last_was_value; /* header callbacks: a value came last */
     size_t body_off, body_len, body_limit;
+    size_t cscan;       /* chunked body bytes checked by scan_chunks; SIZE_MAX: from pos */
+    int cs_state;       /* enum chunk_state */
+    uint64_t cs_left;   /* chunk size being read, then its data bytes still to come */
+    int abort;          /* end the connection without an answer (a failed 100 Continue) */
     int refused_code;   /* set by a callback that refuses the request */
     char refused_msg[160];
     char *out;          /* what writev could not send */
@@ -516,6 +525,9 @@ static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     size_t off = (size_t)(at - c->buf);
+    for (size_t i = 0; i < len; i++) /* non-strict http-parser lets a tab through */
+        if ((unsigned char)at[i] <= ' ' || at[i] == 0x7f)
+            return refuse_in_callback(c, 400, "%s", "white space or a control byte in the request target");
     if (c->url_len == 0)
         c->url = (uint32_t)off;
     else if (off != (size_t)c->url + c->url_len)
@@ -530,6 +542,10 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     struct http_req *r = &c->req;
     if (c->state == ST_BODY)
         return 0; /* a chunked body's trailer fields: not kept */
+    /* "Content-Length : 5": non-strict http-parser takes it as the length; a
+     * proxy may not. RFC 9112 5.1: 400. */
+    if (memchr(at, ' ', len) || memchr(at, '\t', len))
+        return refuse_in_callback(c, 400, "%s", "white space in a header field name");
     size_t off = (size_t)(at - c->buf);
     if (r->n_headers == 0 || c->last_was_value) {
         if (r->n_headers == MAX_HEADER_LINES)
@@ -583,11 +599,21 @@ static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
     struct http_req *r = &c->req;
-    int lengths = 0, encodings = 0, bad_encoding = 0, expect = 0, bad_expect = 0;
+    int lengths = 0, encodings = 0, bad_encoding = 0, expect = 0, bad_expect = 0, hosts = 0;
+    /* The request line exactly: METHOD SP target SP "HTTP/1.x" (non-strict
+     * http-parser also takes "HXYZ/1.1" and two spaces). */
+    const char *method = http_method_str((enum http_method)p->method);
+    size_t mlen = strlen(method);
+    if (c->url != c->msg_start + mlen + 1 || memcmp(c->buf + c->msg_start, method, mlen) != 0 ||
+        c->buf[c->msg_start + mlen] != ' ' ||
+        memcmp(c->buf + c->url + c->url_len, " HTTP/1.", 8) != 0)
+        return refuse_in_callback(c, 400, "%s", "malformed request line");
     for (uint32_t i = 0; i < r->n_headers; i++) {
         struct hdr *h = &r->headers[i];
         trim_value(c->buf, h);
-        if (name_is(c, h, "Content-Length")) {
+        if (name_is(c, h, "Host")) {
+            hosts++;
+        } else if (name_is(c, h, "Content-Length")) {
             lengths++;
         } else if (name_is(c, h, "Transfer-Encoding")) {
             encodings++;
@@ -605,6 +631,10 @@ static int on_headers_complete(http_parser *p)
         return refuse_in_callback(c, 400, "%s", "Transfer-Encoding must be chunked, once");
     if (lengths && encodings)
         return refuse_in_callback(c, 400, "%s", "Content-Length together with Transfer-Encoding");
+    if (encodings && p->http_minor == 0) /* RFC 9112 6.1: faulty framing */
+        return refuse_in_callback(c, 400, "%s", "Transfer-Encoding in an HTTP/1.0 request");
+    if (hosts > 1 || (hosts == 0 && p->http_minor >= 1)) /* RFC 9112 3.2 */
+        return refuse_in_callback(c, 400, "%s", "an HTTP/1.1 request needs exactly one Host header");
     if (bad_expect)
         return refuse_in_callback(c, 417, "%s", "Expect: only 100-continue is supported");
     struct target t;
@@ -623,13 +653,21 @@ static int on_headers_complete(http_parser *p)
     c->head_done = 1;
     c->state = ST_BODY;
     c->body_off = c->body_len = 0;
+    c->cscan = SIZE_MAX;
+    c->cs_state = CS_SIZE_START;
+    c->cs_left = 0;
     int has_body = chunked || (p->content_length != ULLONG_MAX && p->content_length > 0);
     if (has_body) {
         arm_timer(c, T_BODY);
         if (expect && p->http_major == 1 && p->http_minor >= 1) {
+            /* Sent at once on a socket with nothing else pending (one
+             * request at a time). If it does not all fit, the stream is no
+             * longer whole: end the connection without an answer. */
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1))
-                return refuse_in_callback(c, 400, "%s", "cannot send 100 Continue");
+            if (write(c->fd, cont, sizeof cont - 1) != (ssize_t)(sizeof cont - 1)) {
+                c->abort = 1;
+                return -1;
+            }
         }
     }
     return 0;
@@ -699,6 +737,13 @@ static int scan_head(struct conn *c)
         char ch = b[i];
         if (ch == '\0')
             return refuse_in_callback(c, 400, "%s", "NUL byte in the request head");
+        if (ch == '\r') {
+            if (i + 1 == c->len)
+                break; /* the byte after it decides: wait for it */
+            if (b[i + 1] != '\n')
+                return refuse_in_callback(c, 400, "%s", "bare CR in the request head");
+            continue;
+        }
         if (ch == '\n') {
             if (i == c->msg_start || b[i - 1] != '\r')
                 return refuse_in_callback(c, 400, "%s", "bare LF in the request head (CRLF required)");
@@ -745,6 +790,100 @@ static void parse_error(const struct conn *c, enum http_errno e, size_t at, char
     snprintf(why, len, "malformed request (%s)", http_errno_description(e));
 }
 
+/* Non-strict http-parser is as lax in chunk framing as in the head (any two
+ * bytes after a chunk's data, a bare CR or LF ending a size line, control
+ * bytes in an extension). This checks the framing of a chunked body ahead of
+ * the parser, strictly (RFC 9112 7.1), so that no proxy can read the body's
+ * end elsewhere; it leaves the sizes and the data to the parser. */
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+static int scan_chunks(struct conn *c)
+{
+    static const char bad[] = "malformed chunked body";
+    const char *b = c->buf;
+    size_t i = c->cscan;
+    while (i < c->len && c->cs_state != CS_DONE) {
+        char ch = b[i];
+        switch (c->cs_state) {
+        case CS_SIZE_START:
+            if (hexval(ch) < 0)
+                return refuse_in_callback(c, 400, "%s", bad);
+            c->cs_left = 0;
+            c->cs_state = CS_SIZE;
+            continue; /* the digit again, as CS_SIZE */
+        case CS_SIZE:
+            if (hexval(ch) >= 0) {
+                if (c->cs_left >> 56) /* past any limit; the parser refuses it too */
+                    return refuse_in_callback(c, 413, "%s", "chunk size too large");
+                c->cs_left = (c->cs_left << 4) | (uint64_t)hexval(ch);
+            } else if (ch == ';') {
+                c->cs_state = CS_EXT;
+            } else if (ch == '\r') {
+                c->cs_state = CS_SIZE_LF;
+            } else {
+                return refuse_in_callback(c, 400, "%s", bad);
+            }
+            break;
+        case CS_EXT:
+            if (ch == '\r')
+                c->cs_state = CS_SIZE_LF;
+            else if (((unsigned char)ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return refuse_in_callback(c, 400, "%s", bad);
+            break;
+        case CS_SIZE_LF:
+            if (ch != '\n')
+                return refuse_in_callback(c, 400, "%s", bad);
+            c->cs_state = c->cs_left ? CS_DATA : CS_TRAILER_START;
+            break;
+        case CS_DATA: {
+            size_t take = c->len - i;
+            if (take > c->cs_left)
+                take = (size_t)c->cs_left;
+            c->cs_left -= take;
+            i += take;
+            if (c->cs_left == 0)
+                c->cs_state = CS_DATA_CR;
+            continue;
+        }
+        case CS_DATA_CR:
+        case CS_TRAILER_LF:
+        case CS_END_LF:
+        case CS_DATA_LF:
+            if (ch != (c->cs_state == CS_DATA_CR ? '\r' : '\n'))
+                return refuse_in_callback(c, 400, "%s", bad);
+            c->cs_state = c->cs_state == CS_DATA_CR   ? CS_DATA_LF
+                          : c->cs_state == CS_DATA_LF ? CS_SIZE_START
+                          : c->cs_state == CS_END_LF  ? CS_DONE
+                                                      : CS_TRAILER_START;
+            break;
+        case CS_TRAILER_START:
+        case CS_TRAILER:
+            if (ch == '\r')
+                c->cs_state = c->cs_state == CS_TRAILER_START ? CS_END_LF : CS_TRAILER_LF;
+            else if (ch == '\n' || ch == '\0' || (c->cs_state == CS_TRAILER_START &&
+                                                  (ch == ' ' || ch == '\t')))
+                return refuse_in_callback(c, 400, "%s", bad);
+            else
+                c->cs_state = CS_TRAILER;
+            break;
+        case CS_DONE:
+            break;
+        }
+        i++;
+    }
+    c->cscan = i;
+    return 0;
+}
+
 static void start_request(struct conn *c)
 {
     struct http_req *r = &c->req;
@@ -757,6 +896,7 @@ static void start_request(struct conn *c)
     c->last_was_value = 0;
     c->body_off = c->body_len = 0;
     c->refused_code = 0;
+    c->abort = 0;
     c->state = ST_HEAD;
     arm_timer(c, T_HEADER);
 }
@@ -780,7 +920,41 @@ static void dispatch(struct conn *c)
     c->srv->handler(r, c->srv->arg);
 }
 
-/* Parses what is buffered and hands complete requests over, one at a time. */
+/* Feeds the parser the checked bytes in [pos, end); 1 when it is worth
+ * going round again (a request was dispatched, or the head ended and its
+ * body follows), 0 to wait for input or when the request was refused. */
+static int feed_parser(struct conn *c, size_t end)
+{
+    http_parser *p = &c->parser;
+    size_t avail = end - c->pos;
+    size_t n = http_parser_execute(p, &settings, c->buf + c->pos, avail);
+    c->pos += n;
+    enum http_errno e = HTTP_PARSER_ERRNO(p);
+    if (c->abort) {
+        c->state = ST_CLOSED;
+        return 0;
+    }
+    if (c->refused_code) {
+        refuse(c, c->refused_code, c->refused_msg);
+        return 0;
+    }
+    if (e == HPE_PAUSED) {
+        http_parser_pause(p, 0);
+        dispatch(c);
+        return 1;
+    }
+    if (e != HPE_OK || n != avail) {
+        char why[160];
+        parse_error(c, e, c->pos, why, sizeof why);
+        refuse(c, 400, why);
+        return 0;
+    }
+    return c->state == ST_BODY && c->pos < c->len;
+}
+
+/* Parses what is buffered and hands complete requests over, one at a time:
+ * head bytes only once scan_head has checked them, chunked body bytes once
+ * scan_chunks has. */
 static void conn_run(struct conn *c)
 {
     http_parser *p = &c->parser;
@@ -803,6 +977,7 @@ static void conn_run(struct conn *c)
             }
             start_request(c);
         }
+        size_t end = c->len;
         if (c->state == ST_HEAD && !c->head_done) {
             if (scan_head(c) != 0) {
                 refuse(c, c->refused_code, c->refused_msg);
@@ -813,35 +988,25 @@ static void conn_run(struct conn *c)
                 refuse(c, 431, "request line and headers are over the size limit");
                 break;
             }
+            end = c->scan;
+        } else if (c->state == ST_BODY && (p->flags & F_CHUNKED)) {
+            if (c->cscan == SIZE_MAX)
+                c->cscan = c->pos;
+            if (scan_chunks(c) != 0) {
+                refuse(c, c->refused_code, c->refused_msg);
+                break;
+            }
+            end = c->cscan;
         }
-        size_t avail = (c->state == ST_HEAD && !c->head_done ? c->scan : c->len) - c->pos;
-        if (avail == 0)
-            break;
-        size_t n = http_parser_execute(p, &settings, c->buf + c->pos, avail);
-        c->pos += n;
-        enum http_errno e = HTTP_PARSER_ERRNO(p);
-        if (c->refused_code) {
-            refuse(c, c->refused_code, c->refused_msg);
-            break;
-        }
-        if (e == HPE_PAUSED) {
-            http_parser_pause(p, 0);
-            dispatch(c);
+        if (end > c->pos && feed_parser(c, end))
             continue;
-        }
-        if (e != HPE_OK || n != avail) {
-            char why[160];
-            parse_error(c, e, c->pos, why, sizeof why);
-            refuse(c, 400, why);
-            break;
-        }
-        if (c->state == ST_BODY && c->pos < c->len)
-            continue; /* the head ended inside what was read: now its body */
-        if (c->state == ST_BODY && (p->flags & F_CHUNKED) && c->body_len > 0) {
+        if (c->state != ST_HEAD && c->state != ST_BODY)
+            break; /* dispatched and held, refused, or closed */
+        if (c->state == ST_BODY && (p->flags & F_CHUNKED) && c->body_len > 0 && c->pos == c->len) {
             /* All read was parsed, and parsed framing is dead weight: the
              * next read lands right after the body gathered so far. */
-            ASSERT(c->body_off + c->body_len <= c->pos);
-            c->len = c->pos = c->body_off + c->body_len;
+            ASSERT(c->body_off + c->body_len <= c->pos && c->cscan == c->pos);
+            c->len = c->pos = c->cscan = c->body_off + c->body_len;
         }
         if (c->eof) /* a request cut short: nothing to answer */
             c->state = ST_CLOSED;
@@ -862,8 +1027,8 @@ static size_t buffer_wanted(const struct conn *c)
     case ST_IDLE:
     case ST_HEAD: return c->msg_start + head + 1;
     case ST_BODY:
-        if (c->parser.flags & F_CHUNKED)
-            return c->body_off + c->body_limit + CHUNK_SLACK;
+        if (c->parser.flags & F_CHUNKED) /* the head, the body so far, one read of framing */
+            return (c->body_len ? c->body_off : c->pos) + c->body_limit + CHUNK_SLACK;
         return c->pos + (size_t)c->parser.content_length;
     default: return c->cap; /* handling or writing: no growth, pipelined bytes wait */
     }

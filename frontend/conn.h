@@ -56,8 +56,10 @@ struct http_server *http_server_new(struct event_base *base, int listen_fd,
                                     const struct http_limits *limits, struct metric_block *m,
                                     http_handler handler, http_body_limit body_limit, void *arg);
 /* Stops accepting (the listening socket is closed one loop iteration later,
- * see the comment in conn.c), closes idle connections and makes every other
- * connection close after its current answer. */
+ * see the comment in conn.c) and makes every connection close after its
+ * next answer. Idle keep-alive connections stay open until
+ * http_server_free: a request a client is sending on one right now is
+ * answered (with Connection: close) rather than lost to a reset. */
 void http_server_drain(struct http_server *s);
 /* Closes every connection; requests still held are dropped unanswered (the
  * caller answers its held requests before). */

@@ -182,11 +182,13 @@ struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, str
         completion_discard(shm_completions(seg, index, k));
     w->notify = event_new(base, fd, EV_READ | EV_PERSIST, on_notify, w);
     w->resume = evtimer_new(base, on_resume, w);
-    /* Ahead of the sockets (http.c: new_base); a base with one priority
-     * refuses, and then they simply share it. */
+    /* The wake-up ahead of the sockets (http.c: new_base), the later slices
+     * with them: libevent runs only the highest busy priority per loop turn,
+     * so slices at the top would starve reads until all were answered. A
+     * base with one priority refuses, and then they simply share it. */
     if (w->notify && w->resume) {
         (void)event_priority_set(w->notify, 0);
-        (void)event_priority_set(w->resume, 0);
+        (void)event_priority_set(w->resume, 1);
     }
     if (!w->notify || !w->resume || event_add(w->notify, NULL) != 0) {
         log_warn("cannot watch the completion eventfd: requests will not wait");

@@ -207,6 +207,9 @@ def test_connection_cap_stops_accepting_until_one_closes(server_factory):
 # framing: nothing a proxy could read differently
 
 
+CHUNKED_HEAD = (b"POST /transaction HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+
 SMUGGLING = {
     "obs_fold": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
     "bare_lf_request_line": b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n",
@@ -221,6 +224,26 @@ SMUGGLING = {
     "gzip_then_chunked": (b"POST /transaction HTTP/1.1\r\nHost: x\r\nContent-Type: "
                           b"application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
     "http_2_0": b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+    # What Debian's non-strict http-parser would take and a proxy might read
+    # differently: all refused by the layer's own checks.
+    "space_before_colon_te": (b"POST /transaction HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                              b"application/json\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n"),
+    "space_before_colon_cl": (b"POST /transaction HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                              b"application/json\r\nContent-Length : 2\r\n\r\n{}"),
+    "bare_cr_in_header": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A:\rXContent-Length: 5\r\n\r\nhello",
+    "bare_cr_ends_head": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\rX",
+    "version_not_http": b"GET /healthz HXYZ/1.1\r\nHost: x\r\n\r\n",
+    "tab_in_target": b"GET /health\tz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "two_spaces_after_method": b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    "no_host": b"GET /healthz HTTP/1.1\r\n\r\n",
+    "two_hosts": b"GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    "http_1_0_chunked": (b"POST /transaction HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: "
+                         b"application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    "chunk_data_then_not_crlf": CHUNKED_HEAD + b"2\r\n{}XY0\r\n\r\n",
+    "chunk_size_bare_cr": CHUNKED_HEAD + b"2\rX{}\r\n0\r\n\r\n",
+    "chunk_ext_bare_lf": CHUNKED_HEAD + b"2;a\nXX\r\n{}\r\n0\r\n\r\n",
+    "last_chunk_bare_lf": CHUNKED_HEAD + b"2\r\n{}\r\n0\r\n\n",
+    "trailer_bare_lf": CHUNKED_HEAD + b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n",
 }
 
 
@@ -235,6 +258,18 @@ def test_ambiguous_framing_is_400_json_and_close(server_factory, name):
         assert conn.closed_within(CLOSE_MARGIN), "connection left open"
         assert b"HTTP/1.1 200" not in conn.buf, conn.buf
     assert srv.metrics()["counters"]["tx_accepted"] == 0
+
+
+def test_head_of_8_kib_with_a_chunked_body_is_served(server_factory):
+    """The head's own bytes count apart from the body's room in the buffer."""
+    srv = server_factory(frontends=1, workers=1)
+    body = tx_body(card(7), "2")
+    head = CHUNKED_HEAD[:-2] + b"X-Pad: " + b"p" * (8192 - len(CHUNKED_HEAD) - 9) + b"\r\n\r\n"
+    assert len(head) == 8192        # the most --max-headers (8192) lets in
+    with Raw(srv) as conn:
+        conn.send(head + chunked(body, [5]))
+        resp = conn.response()
+        assert resp is not None and resp.status == 202, resp
 
 
 def test_pipelined_requests_with_garbage_between_end_at_the_garbage(server_factory):
