@@ -585,7 +585,7 @@ def main():
     }
     S = lambda k: summary[k]["median"]  # noqa: E731
     checks = [
-        ("ingest >= %.1f x nginx" % TARGETS["ingest_ratio"], ratios["ingest_over_http_ceiling"],
+        ("ingest >= %.2f x nginx" % TARGETS["ingest_ratio"], ratios["ingest_over_http_ceiling"],
          lambda v: v >= TARGETS["ingest_ratio"]),
         ("ingest p99 <= %.0f ms" % TARGETS["ingest_p99_ms"], S("ingest_p99_ms"),
          lambda v: v <= TARGETS["ingest_p99_ms"]),
