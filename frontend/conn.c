@@ -55,7 +55,7 @@
 enum timer_kind { T_HEADER, T_BODY, T_IDLE, T_LINGER, T__COUNT };
 
 enum chunk_state {
-    CS_SIZE_START, CS_SIZE, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
+    CS_SIZE_START, CS_SIZE, CS_BWS, CS_EXT, CS_SIZE_LF, CS_DATA, CS_DATA_CR, CS_DATA_LF,
     CS_TRAILER_START, CS_TRAILER, CS_TRAILER_LF, CS_END_LF, CS_DONE,
 };
 
@@ -602,9 +602,12 @@ static int on_headers_complete(http_parser *p)
     int lengths = 0, encodings = 0, bad_encoding = 0, expect = 0, bad_expect = 0, hosts = 0;
     /* The request line exactly: METHOD SP target SP "HTTP/1.x" (non-strict
      * http-parser also takes "HXYZ/1.1" and two spaces). */
+    if (p->http_major != 1) /* before the line check: HTTP/0.9 has no version to compare */
+        return refuse_in_callback(c, 400, "%s", "unsupported HTTP version (1.0 and 1.1 are)");
     const char *method = http_method_str((enum http_method)p->method);
     size_t mlen = strlen(method);
-    if (c->url != c->msg_start + mlen + 1 || memcmp(c->buf + c->msg_start, method, mlen) != 0 ||
+    if (c->url + c->url_len + 8 > c->scan || c->url != c->msg_start + mlen + 1 ||
+        memcmp(c->buf + c->msg_start, method, mlen) != 0 ||
         c->buf[c->msg_start + mlen] != ' ' ||
         memcmp(c->buf + c->url + c->url_len, " HTTP/1.", 8) != 0)
         return refuse_in_callback(c, 400, "%s", "malformed request line");
@@ -623,8 +626,6 @@ static int on_headers_complete(http_parser *p)
             bad_expect |= !value_is(c, h, "100-continue");
         }
     }
-    if (p->http_major != 1)
-        return refuse_in_callback(c, 400, "%s", "unsupported HTTP version (1.0 and 1.1 are)");
     if (lengths > 1)
         return refuse_in_callback(c, 400, "%s", "more than one Content-Length header");
     if (encodings > 1 || bad_encoding)
@@ -829,9 +830,17 @@ static int scan_chunks(struct conn *c)
                 c->cs_state = CS_EXT;
             } else if (ch == '\r') {
                 c->cs_state = CS_SIZE_LF;
+            } else if (ch == ' ' || ch == '\t') {
+                c->cs_state = CS_BWS; /* RFC 9112 7.1.1: chunk-ext = *( BWS ";" ... ) */
             } else {
                 return refuse_in_callback(c, 400, "%s", bad);
             }
+            break;
+        case CS_BWS:
+            if (ch == ';')
+                c->cs_state = CS_EXT;
+            else if (ch != ' ' && ch != '\t')
+                return refuse_in_callback(c, 400, "%s", bad);
             break;
         case CS_EXT:
             if (ch == '\r')
@@ -962,9 +971,16 @@ static void conn_run(struct conn *c)
     while (c->state == ST_IDLE || c->state == ST_HEAD || c->state == ST_BODY) {
         if (c->state == ST_IDLE) {
             buf_compact(c);
-            while (c->pos < c->len && (c->buf[c->pos] == '\r' || c->buf[c->pos] == '\n'))
-                c->pos++; /* RFC 9112 2.2: empty lines before a request */
-            if (c->buf == NULL || c->pos == c->len) {
+            for (;;) { /* RFC 9112 2.2: empty lines (CRLF) before a request */
+                if (c->pos + 1 < c->len && c->buf[c->pos] == '\r' && c->buf[c->pos + 1] == '\n')
+                    c->pos += 2;
+                else if (c->pos < c->len && c->buf[c->pos] == '\n')
+                    c->pos++;
+                else
+                    break;
+            }
+            int lone_cr = c->pos + 1 == c->len && c->buf[c->pos] == '\r'; /* its LF to come */
+            if (c->buf == NULL || c->pos == c->len || lone_cr) {
                 if (c->buf && c->pos == c->len)
                     buf_release(c);
                 if (c->eof) {

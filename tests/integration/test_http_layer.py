@@ -244,6 +244,10 @@ SMUGGLING = {
     "chunk_ext_bare_lf": CHUNKED_HEAD + b"2;a\nXX\r\n{}\r\n0\r\n\r\n",
     "last_chunk_bare_lf": CHUNKED_HEAD + b"2\r\n{}\r\n0\r\n\n",
     "trailer_bare_lf": CHUNKED_HEAD + b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n",
+    # No version (HTTP/0.9) and the head ending exactly at the end of the
+    # first 4 KiB read: the request-line check must not read past it.
+    "http_0_9_filling_a_read": b"GET /" + b"A" * 4087 + b"\r\n\r\n",
+    "bare_cr_before_request": b"\rGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 
@@ -392,6 +396,23 @@ def test_chunked_body_with_trailers_is_accepted(server_factory):
         assert resp is not None and resp.status == 202, resp
     txid = int(resp.json()["id"])
     assert srv.wait_final([txid], timeout=15)[txid] == "applied"
+
+
+def test_lenient_where_the_rfc_allows(server_factory):
+    """White space before a chunk extension (RFC 9112 7.1.1) and an empty
+    line before a request, its CRLF split across reads (2.2), are served."""
+    srv = server_factory(frontends=1, workers=1)
+    body = tx_body(card(8), "2")
+    with Raw(srv) as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.send(CHUNKED_HEAD + b"%x \t;ext=1\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        resp = conn.response()
+        assert resp is not None and resp.status == 202, resp
+        conn.send(b"\r")
+        time.sleep(0.05)
+        conn.send(b"\n" + get_bytes(b"/healthz"))
+        resp = conn.response()
+        assert resp is not None and resp.status == 200, resp
 
 
 def test_idle_keepalive_connection_is_closed_after_the_idle_timeout(server_factory):
