@@ -114,6 +114,9 @@ struct conn {
     int cs_state;       /* enum chunk_state */
     uint64_t cs_left;   /* chunk size being read, then its data bytes still to come */
     int abort;          /* end the connection without an answer (a failed 100 Continue) */
+    int chunked;        /* this request's body is chunked: from its headers, kept here
+                         * because http-parser clears F_CHUNKED while it reads a
+                         * Transfer-Encoding field in the trailers */
     int refused_code;   /* set by a callback that refuses the request */
     char refused_msg[160];
     char *out;          /* what writev could not send */
@@ -644,7 +647,7 @@ static int on_headers_complete(http_parser *p)
     const char *path = t.path_len ? c->buf + c->url + t.path : "/";
     c->body_limit = c->srv->body_limit(verb_of(p->method), path, t.path_len ? t.path_len : 1,
                                        c->srv->arg);
-    int chunked = (p->flags & F_CHUNKED) != 0;
+    int chunked = c->chunked = (p->flags & F_CHUNKED) != 0;
     if (!chunked && p->content_length != ULLONG_MAX && p->content_length > c->body_limit) {
         snprintf(c->refused_msg, sizeof c->refused_msg, "request body larger than %zu bytes",
                  c->body_limit);
@@ -906,6 +909,7 @@ static void start_request(struct conn *c)
     c->body_off = c->body_len = 0;
     c->refused_code = 0;
     c->abort = 0;
+    c->chunked = 0;
     c->state = ST_HEAD;
     arm_timer(c, T_HEADER);
 }
@@ -966,7 +970,6 @@ static int feed_parser(struct conn *c, size_t end)
  * scan_chunks has. */
 static void conn_run(struct conn *c)
 {
-    http_parser *p = &c->parser;
     c->in_run++;
     while (c->state == ST_IDLE || c->state == ST_HEAD || c->state == ST_BODY) {
         if (c->state == ST_IDLE) {
@@ -1005,7 +1008,7 @@ static void conn_run(struct conn *c)
                 break;
             }
             end = c->scan;
-        } else if (c->state == ST_BODY && (p->flags & F_CHUNKED)) {
+        } else if (c->state == ST_BODY && c->chunked) {
             if (c->cscan == SIZE_MAX)
                 c->cscan = c->pos;
             if (scan_chunks(c) != 0) {
@@ -1018,7 +1021,7 @@ static void conn_run(struct conn *c)
             continue;
         if (c->state != ST_HEAD && c->state != ST_BODY)
             break; /* dispatched and held, refused, or closed */
-        if (c->state == ST_BODY && (p->flags & F_CHUNKED) && c->body_len > 0 && c->pos == c->len) {
+        if (c->state == ST_BODY && c->chunked && c->body_len > 0 && c->pos == c->len) {
             /* All read was parsed, and parsed framing is dead weight: the
              * next read lands right after the body gathered so far. */
             ASSERT(c->body_off + c->body_len <= c->pos && c->cscan == c->pos);
@@ -1043,7 +1046,7 @@ static size_t buffer_wanted(const struct conn *c)
     case ST_IDLE:
     case ST_HEAD: return c->msg_start + head + 1;
     case ST_BODY:
-        if (c->parser.flags & F_CHUNKED) /* the head, the body so far, one read of framing */
+        if (c->chunked) /* the head, the body so far, one read of framing */
             return (c->body_len ? c->body_off : c->pos) + c->body_limit + CHUNK_SLACK;
         return c->pos + (size_t)c->parser.content_length;
     default: return c->cap; /* handling or writing: no growth, pipelined bytes wait */
