@@ -524,6 +524,16 @@ static int refuse_in_callback(struct conn *c, int code, const char *fmt, const c
     return -1;
 }
 
+/* The route's body limit passed: from Content-Length, a chunk's size or
+ * the data so far. */
+static int refuse_too_large(struct conn *c)
+{
+    snprintf(c->refused_msg, sizeof c->refused_msg, "request body larger than %zu bytes",
+             c->body_limit);
+    c->refused_code = 413;
+    return -1;
+}
+
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
@@ -649,10 +659,7 @@ static int on_headers_complete(http_parser *p)
                                        c->srv->arg);
     int chunked = c->chunked = (p->flags & F_CHUNKED) != 0;
     if (!chunked && p->content_length != ULLONG_MAX && p->content_length > c->body_limit) {
-        snprintf(c->refused_msg, sizeof c->refused_msg, "request body larger than %zu bytes",
-                 c->body_limit);
-        c->refused_code = 413;
-        return -1;
+        return refuse_too_large(c);
     }
     c->head_done = 1;
     c->state = ST_BODY;
@@ -683,10 +690,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
     if (c->body_len + len > c->body_limit) {
-        snprintf(c->refused_msg, sizeof c->refused_msg, "request body larger than %zu bytes",
-                 c->body_limit);
-        c->refused_code = 413;
-        return -1;
+        return refuse_too_large(c);
     }
     size_t off = (size_t)(at - c->buf);
     if (c->body_len == 0)
@@ -703,10 +707,7 @@ static int on_chunk_header(http_parser *p)
 {
     struct conn *c = p->data;
     if (p->content_length > c->body_limit - c->body_len) {
-        snprintf(c->refused_msg, sizeof c->refused_msg, "request body larger than %zu bytes",
-                 c->body_limit);
-        c->refused_code = 413;
-        return -1;
+        return refuse_too_large(c);
     }
     return 0;
 }
