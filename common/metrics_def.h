@@ -37,7 +37,8 @@
     X(balance_delta,         SUM,     "applied_amount_net",     "",                   "sum of applied amounts (minor units)") \
     X(http_timeouts,         COUNTER, "http_timeouts_total",    "",                   "connections ended by a header, body or write timeout (408 when a request was started)") \
     X(http_accept_fd_short,  COUNTER, "http_accept_pauses_total", "descriptors",      "times a frontend stopped accepting for lack of file descriptors (EMFILE/ENFILE)") \
-    X(http_accept_at_cap,    COUNTER, "http_accept_pauses_total", "max_connections",  "times a frontend stopped accepting at --max-connections")
+    X(http_accept_at_cap,    COUNTER, "http_accept_pauses_total", "max_connections",  "times a frontend stopped accepting at --max-connections") \
+    X(tx_enqueues,           COUNTER, "queue_enqueues_total",   "",                   "times a frontend queued entries (one lock of the queue; tx_accepted / this = entries per lock)")
 
 enum metric_id {
 #define METRIC_ENUM(name, kind, family, outcome, help) METRIC_##name,

@@ -41,7 +41,7 @@
 #include "common/ring.h"
 
 #define SHM_MAGIC 0x5458505244534547ULL /* "TXPRDSEG" */
-#define SHM_LAYOUT_VERSION 4
+#define SHM_LAYOUT_VERSION 5
 #define SHM_MAX_CHILDREN 64
 #define SHM_HISTORY 100
 

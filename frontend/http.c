@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "frontend/conn.h"
+#include "frontend/pending.h"
 #include "frontend/routes.h"
 #include "frontend/waiters.h"
 #include "ledger/lookup.h"
@@ -147,7 +148,9 @@ static int setup_http(struct server *s, const struct config *cfg, int listen_fd)
 
 static void server_free(struct server *s)
 {
-    /* Before the connections go: every held request is answered. */
+    /* Before the connections go: every pending and held request is
+     * answered (pending ones may become held, so they go first). */
+    pending_free(s->routes.pending);
     waiters_free(s->routes.waiters);
     http_server_free(s->http); /* closes connections and the listener */
     if (s->sigterm)
@@ -185,7 +188,8 @@ int frontend_main(const struct config *cfg, struct shm_seg *seg, int listen_fd, 
         return TXP_EXIT_FATAL;
     }
     s.routes.waiters = waiters_new(s.base, &s.routes, seg, index);
-    if (!s.routes.waiters || setup_signals(&s) != 0 || setup_http(&s, cfg, listen_fd) != 0) {
+    s.routes.pending = pending_new(s.base, &s.routes);
+    if (!s.routes.waiters || !s.routes.pending || setup_signals(&s) != 0 || setup_http(&s, cfg, listen_fd) != 0) {
         server_free(&s);
         return TXP_EXIT_FATAL;
     }

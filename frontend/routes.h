@@ -13,6 +13,7 @@
 #include "ledger/lookup.h"
 
 struct http_req;
+struct pending;
 struct waiters;
 
 /* What the handlers need; owned by the server (http.c). */
@@ -22,6 +23,7 @@ struct routes_ctx {
     struct metric_block *metrics; /* this frontend's block; we are its only writer */
     struct lookup *db;
     struct waiters *waiters;      /* requests held for their outcome */
+    struct pending *pending;      /* entries to queue at the end of this loop turn */
     uint32_t index;               /* frontend index: entry.waiter = index + 1 */
     int draining;                 /* set on SIGTERM: answer, then close */
 };

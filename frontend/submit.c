@@ -5,13 +5,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "common/ring.h"
 #include "frontend/conn.h"
+#include "frontend/pending.h"
 #include "frontend/query.h"
 #include "frontend/respond.h"
 #include "frontend/validate.h"
-#include "frontend/waiters.h"
 
 const char *submit_json_body(struct routes_ctx *c, struct http_req *req, size_t *len)
 {
@@ -23,19 +24,14 @@ const char *submit_json_body(struct routes_ctx *c, struct http_req *req, size_t 
     return http_req_body(req, len);
 }
 
-int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry *e,
-                   uint32_t n)
+void submit_refuse(struct routes_ctx *c, struct http_req *req, int rc, uint32_t n)
 {
-    int rc = ring_enqueue(c->seg->ring, e, n);
-    if (rc == 0) {
-        metrics_add(c->metrics, METRIC_tx_accepted, n);
-        return 0;
-    }
+    ASSERT(rc < 0);
     if (rc == -EAGAIN) {
         metrics_add(c->metrics, METRIC_tx_queue_full, n);
         respond_header(req, "Retry-After", "1");
         respond_error(req, c->metrics, 503, "queue full, retry later");
-        return -1;
+        return;
     }
     if (rc == -ENOSPC) {
         /* A node's segment numbers from a span of 2^40 reserved ids. */
@@ -43,10 +39,22 @@ int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry 
                   "reserves a new span once the queue has drained)");
         respond_error(req, c->metrics, 503, "this node cannot number more transactions; "
                       "send them to another node");
-        return -1;
+        return;
     }
     log_error("ring_enqueue: %s", strerror(-rc));
     respond_error(req, c->metrics, 500, "could not queue the transaction");
+}
+
+int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry *e,
+                   uint32_t n)
+{
+    int rc = ring_enqueue(c->seg->ring, e, n);
+    if (rc == 0) {
+        metrics_add(c->metrics, METRIC_tx_accepted, n);
+        metrics_add(c->metrics, METRIC_tx_enqueues, 1);
+        return 0;
+    }
+    submit_refuse(c, req, rc, n);
     return -1;
 }
 
@@ -167,17 +175,9 @@ void submit_entry(struct routes_ctx *c, struct http_req *req, const char *query,
         return;
     if (kind == ANSWER_ACCOUNT && account_exists(c, req, e))
         return;
-    /* The worker only sends an outcome for entries that name a waiter, so
-     * the entry says so only when the request will really be held. */
-    int hold = wait_s > 0 && !c->draining && waiters_room(c->waiters);
-    e->waiter = hold ? (uint16_t)(c->index + 1) : 0;
-    if (submit_enqueue(c, req, e, 1) != 0)
-        return;
-    if (hold && waiters_add(c->waiters, req, e, &how, wait_s) == 0)
-        return;
-    how.pref_wait = 0; /* answered without waiting */
-    answer_accepted(c, req, &how, e->txid, txn_status_name(TXN_STATUS_QUEUED),
-                    answer_queued_message(e));
+    /* Queued with the rest of this loop turn's entries, then answered
+     * (pending.h); held for the outcome only if the client asked to wait. */
+    pending_add(c->pending, req, e, &how, c->draining ? 0 : wait_s);
 }
 
 void submit_post(struct routes_ctx *c, struct http_req *req, const char *query,

@@ -23,13 +23,19 @@ struct http_req;
  * NULL. */
 const char *submit_json_body(struct routes_ctx *c, struct http_req *req, size_t *len);
 
+/* Answers req for a failed ring_enqueue (rc < 0) of n entries: 503 when
+ * the queue is full (a normal overload answer) or this node's ids are used
+ * up, else 500. */
+void submit_refuse(struct routes_ctx *c, struct http_req *req, int rc, uint32_t n);
+
 /* Queues n entries, all or none. On failure answers 503 (no room for all
  * of them: a normal overload answer) or 500 itself and returns -1. */
 int submit_enqueue(struct routes_ctx *c, struct http_req *req, struct txn_entry *e,
                    uint32_t n);
 
 /* Everything after validation for one entry: answers req in every case
- * (now, or later through the waiter table). kind says which final answer
+ * (now, at the end of this loop turn once queued (pending.h), or later
+ * through the waiter table). kind says which final answer
  * the endpoint gives; ANSWER_ACCOUNT also refuses an existing card (409)
  * and waits SUBMIT_ACCOUNT_WAIT_S unless told otherwise. */
 void submit_entry(struct routes_ctx *c, struct http_req *req, const char *query,

@@ -202,9 +202,11 @@ struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, str
     return w;
 }
 
-int waiters_room(const struct waiters *w)
+uint32_t waiters_room(const struct waiters *w)
 {
-    return w && w->notify && !w->closed && w->count < WAITERS_MAX;
+    if (!w || !w->notify || w->closed || w->count >= WAITERS_MAX)
+        return 0;
+    return WAITERS_MAX - w->count;
 }
 
 int waiters_add(struct waiters *w, struct http_req *req, const struct txn_entry *e,

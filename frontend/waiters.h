@@ -29,8 +29,8 @@ struct waiters;
  * (logged). Without an eventfd the table exists but takes no waiters. */
 struct waiters *waiters_new(struct event_base *base, struct routes_ctx *ctx, struct shm_seg *seg,
                             uint32_t index);
-/* 1 if one more request may wait now. */
-int waiters_room(const struct waiters *w);
+/* How many more requests may wait now (0: none). */
+uint32_t waiters_room(const struct waiters *w);
 /* Holds req for the outcome of the just-queued entry e (e->waiter set,
  * e->txid assigned) for wait_s seconds. Returns 0, or -1 (logged) when it
  * cannot: the caller then answers the request itself. */
