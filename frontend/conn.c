@@ -30,6 +30,7 @@
 
 #include "common/check.h"
 #include "common/clock.h"
+#include "common/hex.h"
 #include "common/log.h"
 #include "frontend/respond.h"
 
@@ -800,17 +801,6 @@ static void parse_error(const struct conn *c, enum http_errno e, size_t at, char
  * bytes in an extension). This checks the framing of a chunked body ahead of
  * the parser, strictly (RFC 9112 7.1), so that no proxy can read the body's
  * end elsewhere; it leaves the sizes and the data to the parser. */
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
 static int scan_chunks(struct conn *c)
 {
     static const char bad[] = "malformed chunked body";
@@ -820,16 +810,16 @@ static int scan_chunks(struct conn *c)
         char ch = b[i];
         switch (c->cs_state) {
         case CS_SIZE_START:
-            if (hexval(ch) < 0)
+            if (hex_digit(ch) < 0)
                 return refuse_in_callback(c, 400, "%s", bad);
             c->cs_left = 0;
             c->cs_state = CS_SIZE;
             continue; /* the digit again, as CS_SIZE */
         case CS_SIZE:
-            if (hexval(ch) >= 0) {
+            if (hex_digit(ch) >= 0) {
                 if (c->cs_left >> 56) /* past any limit; the parser refuses it too */
                     return refuse_in_callback(c, 413, "%s", "chunk size too large");
-                c->cs_left = (c->cs_left << 4) | (uint64_t)hexval(ch);
+                c->cs_left = (c->cs_left << 4) | (uint64_t)hex_digit(ch);
             } else if (ch == ';') {
                 c->cs_state = CS_EXT;
             } else if (ch == '\r') {

@@ -6,16 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "common/hex.h"
 
 long query_decode(const char *s, size_t len, char *out, size_t cap)
 {
@@ -27,9 +18,9 @@ long query_decode(const char *s, size_t len, char *out, size_t cap)
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            if (len - i < 3 || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0)
+            if (len - i < 3 || hex_digit(s[i + 1]) < 0 || hex_digit(s[i + 2]) < 0)
                 return -EINVAL;
-            c = (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+            c = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
             i += 2;
         }
         if (n + 1 >= cap)
