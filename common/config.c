@@ -39,6 +39,7 @@ enum option_id {
     OPT_IDLE_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_LOG_LEVEL,
+    OPT_LOG_FORMAT,
     OPT_WORKER_TIMEOUT,
     OPT_IDEMPOTENCY_TTL,
     OPT_USER,
@@ -67,6 +68,7 @@ static const struct option_spec specs[OPT__COUNT] = {
     [OPT_IDLE_TIMEOUT] = { "idle-timeout", "TXP_IDLE_TIMEOUT", "SECONDS", "close a keep-alive connection idle this long (default 60)" },
     [OPT_MAX_CONNECTIONS] = { "max-connections", "TXP_MAX_CONNECTIONS", "N", "open connections per frontend; above it, stop accepting until one closes (default 10000)" },
     [OPT_LOG_LEVEL] = { "log-level", "TXP_LOG_LEVEL", "LEVEL", "debug, info, warn or error (default info)" },
+    [OPT_LOG_FORMAT] = { "log-format", "TXP_LOG_FORMAT", "text|json", "log lines as text, or as one JSON object per line (time, level, role, pid, node, message) (default text)" },
     [OPT_WORKER_TIMEOUT] = { "worker-timeout", "TXP_WORKER_TIMEOUT", "SECONDS", "kill and replace a child whose heartbeat is older (default 20, 0 = never)" },
     [OPT_IDEMPOTENCY_TTL] = { "idempotency-ttl", "TXP_IDEMPOTENCY_TTL", "SECONDS", "keep Idempotency-Keys at least this long, then prune them (default 86400)" },
     [OPT_USER] = { "user", "TXP_USER", "NAME", "when started as root, run as this user after binding the socket" },
@@ -166,6 +168,15 @@ static int apply_option(struct config *cfg, enum option_id idx, const char *v)
         cfg->log_level = (int)level;
         return 0;
     }
+    case OPT_LOG_FORMAT: {
+        enum log_format format;
+        if (log_parse_format(v, &format) != 0) {
+            fprintf(stderr, "txprocd: --log-format: '%s' is not one of text, json\n", v);
+            return -1;
+        }
+        cfg->log_format = (int)format;
+        return 0;
+    }
     case OPT_WORKER_TIMEOUT: return parse_uint(name, v, 0, 3600, &cfg->child_timeout_s);
     case OPT_IDEMPOTENCY_TTL:
         return parse_uint(name, v, 1, 10u * 365 * 86400, &cfg->idempotency_ttl_s);
@@ -201,6 +212,7 @@ static void config_defaults(struct config *cfg)
     cfg->max_body = 4096;
     cfg->max_headers = 8192;
     cfg->log_level = LOG_LEVEL_INFO;
+    cfg->log_format = LOG_FORMAT_TEXT;
 }
 
 /* Flags win over the environment, so a setting given on the command line

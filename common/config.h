@@ -37,6 +37,7 @@ struct config {
     int discard_shm;           /* drop an incompatible abandoned segment */
     unsigned node_id;          /* 1..NODE_MAX when several nodes share the ledger; 0: the only one */
     int log_level;             /* enum log_level */
+    int log_format;            /* enum log_format */
 };
 
 /* Fills cfg from defaults, then environment, then argv. Returns 0 to run,

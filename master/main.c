@@ -119,6 +119,8 @@ int main(int argc, char **argv)
         ledger_hide_password(argv[i]);
     log_set_role("master");
     log_set_level((enum log_level)cfg.log_level);
+    log_set_format((enum log_format)cfg.log_format);
+    log_set_node(cfg.node_id);
     signal(SIGPIPE, SIG_IGN);
     raise_nofile(&cfg);
 

@@ -12,7 +12,7 @@ from conftest import card, free_port, run_txprocd_briefly, seed_db, unique_shm_n
 pytestmark = pytest.mark.backend_independent
 
 FLAGS = ["--listen", "--db", "--workers", "--frontends", "--queue-size", "--batch-max", "--sync",
-         "--shm-name", "--drain-timeout", "--help"]
+         "--shm-name", "--drain-timeout", "--log-format", "--help"]
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def test_help_exits_0_and_lists_every_flag():
     (["--listen", "127.0.0.1:99999"], "listen"),
     (["--shm-name", "no-slash"], "shm-name"),
     (["--drain-timeout", "soon"], "drain-timeout"),
+    (["--log-format", "xml"], "log-format"),
     (["--bogus-flag"], "bogus-flag"),
     (["--workers"], "workers"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)

@@ -1,8 +1,10 @@
 """What operators look at: the Prometheus exposition (checked by promtool on a
 live scrape), the dashboard in a real headless Chromium under load, and
 `txctl top` in a real terminal (tmux)."""
+import json
 import os
 import re
+import signal
 import shutil
 import subprocess
 import time
@@ -159,3 +161,36 @@ def test_txctl_top_without_terminal_prints_plain_lines(server):
     assert r.returncode == 0, r.stderr
     assert "\x1b[" not in r.stdout, "escape sequences written to a pipe"
     assert len([l for l in r.stdout.splitlines() if l.startswith("txprocd")]) == 2
+
+
+def test_json_log_format_writes_one_object_per_line_from_every_process(server_factory):
+    """--log-format json: every line every process writes (start, a worker
+    killed and replaced, the drain) parses as an object with the documented
+    fields; the default stays text."""
+    srv = server_factory(args=["--log-format", "json"], workers=1, frontends=1)
+    srv.wait_final([srv.submit(card(1), 5)], timeout=20)
+    (worker,) = srv.child_pids("worker")
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: srv.child_pids("worker") and srv.child_pids("worker") != [worker], 20,
+               "a new worker")
+    srv.stop_and_check()
+    lines = [l for l in srv.log_text().splitlines() if l and not l.startswith("# ")]
+    assert len(lines) >= 6, lines
+    records = []
+    for line in lines:
+        rec = json.loads(line)          # every line, or the test fails here
+        assert set(rec) == {"time", "level", "role", "pid", "node", "message"}, rec
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["time"]), rec
+        assert rec["level"] in ("debug", "info", "warn", "error"), rec
+        assert isinstance(rec["pid"], int) and rec["node"] is None, rec
+        records.append(rec)
+    roles = {r["role"] for r in records}
+    assert {"master", "frontend-0", "worker-0"} <= roles, roles
+    assert any(r["role"] == "master" and r["level"] in ("warn", "error") and str(worker) in r["message"]
+               for r in records), "the killed worker is not reported:\n%s" % "\n".join(lines)
+
+
+def test_text_log_format_is_the_default(server):
+    lines = [l for l in server.log_text().splitlines() if l and not l.startswith("# ")]
+    assert lines and not any(l.startswith("{") for l in lines), lines[:5]
+    assert any(" master[" in l and " info: " in l for l in lines), lines[:5]
