@@ -260,4 +260,9 @@ MUTANTS = [
      "    log_set_format((enum log_format)cfg.log_format);\n",
      "",
      ["test_observability.py -k json_log_format"]),
+    ("the README links to a heading it does not have",
+     "README.md",
+     "](#prometheus)",
+     "](#prometheus-metrics)",
+     ["test_docs.py -k relative_link"]),
 ]
