@@ -151,6 +151,7 @@ static void server_free(struct server *s)
     /* Before the connections go: every pending and held request is
      * answered (pending ones may become held, so they go first). */
     pending_free(s->routes.pending);
+    s->routes.pending = NULL;
     waiters_free(s->routes.waiters);
     http_server_free(s->http); /* closes connections and the listener */
     if (s->sigterm)

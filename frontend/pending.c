@@ -34,7 +34,8 @@ struct pending_batch {
 /* Two batches: answering one may hand us new entries (a sent answer lets its
  * connection read its next pipelined request at once), which go to the
  * other. An answer brings at most one (a connection handles one request at a
- * time), so they never fill it while the first is being answered. */
+ * time), so while one batch is answered the other gets at most as many
+ * entries as it holds: it may become full, never overfull. */
 struct pending {
     struct routes_ctx *ctx;
     struct event *flush;
@@ -71,8 +72,12 @@ void pending_add(struct pending *p, struct http_req *req, const struct txn_entry
                  const struct answer_how *how, unsigned wait_s)
 {
     struct pending_batch *b = &p->batch[p->cur];
-    if (b->n == PENDING_MAX) {
-        ASSERT(!p->flushing); /* see struct pending */
+    /* A full batch is flushed now. Its answers may start as many pipelined
+     * requests, one per connection, and fill the other batch in turn: flush
+     * until there is room. Each round answers requests already buffered, so
+     * it ends. Never during a flush (see struct pending). */
+    while (b->n == PENDING_MAX) {
+        ASSERT(!p->flushing);
         pending_flush(p);
         b = &p->batch[p->cur];
     }
@@ -149,7 +154,10 @@ void pending_free(struct pending *p)
 {
     if (!p)
         return;
-    pending_flush(p);
+    /* Answers may bring the next pipelined requests (unless the server
+     * drains, when answered connections close): until none is left. */
+    while (p->batch[p->cur].n > 0)
+        pending_flush(p);
     if (p->flush)
         event_free(p->flush);
     free(p);
